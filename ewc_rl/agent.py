@@ -1,0 +1,150 @@
+"""The learner: stable-baselines3's DQN with a consolidation penalty, Double DQN, and per-game phases.
+
+``EWCDQN`` is a plain SB3 ``DQN`` subclass, so ``predict``, ``save`` and ``load`` work as in SB3. It adds:
+
+* loss = Huber TD loss + ``penalty(theta)`` (see :mod:`ewc_rl.penalty`), optionally with Double DQN targets;
+* :meth:`begin_segment`: a new game restarts the epsilon schedule and the warm-up (``learning_starts``)
+  relative to the segment's first step, and switches to that game's replay memory, while the global
+  step counter and the TensorBoard run go on;
+* :meth:`estimate_fisher`: the policy Fisher of the current Q-network over replay states.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch as th
+import torch.nn.functional as F
+from stable_baselines3 import DQN
+from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.type_aliases import ReplayBufferSamples
+from stable_baselines3.common.utils import polyak_update
+from stable_baselines3.common.vec_env import VecEnv
+
+from ewc_rl import fisher as fisher_lib
+from ewc_rl.penalty import Penalty
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The TD loss or the penalty became NaN/inf."""
+
+
+class EWCDQN(DQN):
+    """SB3 DQN + consolidation penalty + Double DQN + per-game epsilon, warm-up and replay."""
+
+    def __init__(self, policy: Any, env: Any, *, penalty: Penalty | None = None, double_dqn: bool = False,
+                 per_game_replay: bool = True, **kwargs: Any) -> None:
+        self.penalty = penalty if penalty is not None else Penalty("none")
+        self.double_dqn = double_dqn
+        self.per_game_replay = per_game_replay
+        self.segment_start = 0
+        self.segment_steps = 0
+        self.base_learning_starts = int(kwargs.get("learning_starts", 100))
+        self.kept_replays: dict[str, ReplayBuffer] = {}
+        super().__init__(policy, env, **kwargs)
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "kept_replays"]
+
+    # -- phases --------------------------------------------------------------------------------------
+
+    def begin_segment(self, env: VecEnv, game: str, steps: int) -> None:
+        """Start training on ``game`` for ``steps`` agent steps from the current global step."""
+        if env is not self.env:
+            self.set_env(env)
+        self.segment_start = self.num_timesteps
+        self.segment_steps = steps
+        self.learning_starts = self.num_timesteps + self.base_learning_starts
+        if self.per_game_replay:
+            self.replay_buffer = self.kept_replays.pop(game, None) or self._new_replay_buffer()
+        self.exploration_rate = self.exploration_schedule(1.0)
+
+    def end_segment(self, game: str, keep_replay: bool) -> None:
+        """Keep the finished game's memory for a revisit, or free it."""
+        if self.per_game_replay:
+            if keep_replay and self.replay_buffer is not None:
+                self.kept_replays[game] = self.replay_buffer
+            self.replay_buffer = None
+
+    def _new_replay_buffer(self) -> ReplayBuffer:
+        assert self.replay_buffer_class is not None
+        return self.replay_buffer_class(
+            self.buffer_size, self.observation_space, self.action_space, device=self.device,
+            n_envs=self.n_envs, optimize_memory_usage=self.optimize_memory_usage, **self.replay_buffer_kwargs,
+        )
+
+    def _on_step(self) -> None:
+        # SB3's version, with epsilon following the current segment rather than the whole run.
+        self._n_calls += 1
+        if self._n_calls % max(self.target_update_interval // self.n_envs, 1) == 0:
+            polyak_update(self.q_net.parameters(), self.q_net_target.parameters(), self.tau)
+            polyak_update(self.batch_norm_stats, self.batch_norm_stats_target, 1.0)
+        if self.segment_steps:
+            progress_remaining = 1.0 - (self.num_timesteps - self.segment_start) / self.segment_steps
+        else:
+            progress_remaining = self._current_progress_remaining
+        self.exploration_rate = self.exploration_schedule(max(progress_remaining, 0.0))
+
+    # -- learning ------------------------------------------------------------------------------------
+
+    def td_targets(self, data: ReplayBufferSamples) -> th.Tensor:
+        """r + gamma^n (1 - done) Q_target(s', a'), a' = argmax of the target (DQN) or online (Double DQN) net."""
+        discounts = data.discounts if data.discounts is not None else self.gamma
+        with th.no_grad():
+            next_q = self.q_net_target(data.next_observations)
+            if self.double_dqn:
+                next_actions = self.q_net(data.next_observations).argmax(dim=1, keepdim=True)
+                next_q = next_q.gather(1, next_actions)
+            else:
+                next_q = next_q.max(dim=1, keepdim=True).values
+            return data.rewards + (1 - data.dones) * discounts * next_q
+
+    def train(self, gradient_steps: int, batch_size: int = 100) -> None:
+        self.policy.set_training_mode(True)
+        self._update_learning_rate(self.policy.optimizer)
+        params = dict(self.q_net.named_parameters())
+        for _ in range(gradient_steps):
+            data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
+            target = self.td_targets(data)
+            q = self.q_net(data.observations).gather(1, data.actions.long())
+            td_loss = F.smooth_l1_loss(q, target)
+            penalty = self.penalty(params)
+            loss = td_loss + penalty
+            td_value, penalty_value = td_loss.item(), penalty.item()
+            if not (np.isfinite(td_value) and np.isfinite(penalty_value)):
+                raise NonFiniteLossError(
+                    f"non-finite loss at step {self.num_timesteps}: td_loss={td_value}, penalty={penalty_value}")
+            self.policy.optimizer.zero_grad()
+            loss.backward()
+            th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+            self.policy.optimizer.step()
+            self.logger.record_mean("train/td_loss", td_value)
+            self.logger.record_mean("train/penalty", penalty_value)
+        self._n_updates += gradient_steps
+
+    # -- consolidation -------------------------------------------------------------------------------
+
+    def estimate_fisher(self, estimator: str, n_states: int, tau: float = 1.0, chunk_size: int = 32,
+                        seed: int = 0) -> dict[str, th.Tensor]:
+        """The diagonal Fisher of the current Q-network over ``n_states`` states of the current replay."""
+        assert self.replay_buffer is not None, "no replay memory to take Fisher states from"
+        from ewc_rl.replay import sample_transitions
+
+        data = sample_transitions(self.replay_buffer, n_states, np.random.default_rng(seed))
+        self.policy.set_training_mode(False)
+        if estimator == "sampled":
+            gen = th.Generator(device=self.device).manual_seed(seed)
+            actions = fisher_lib.sample_actions(self.q_net, data.observations, tau, gen)
+            return fisher_lib.sampled_fisher(self.q_net, data.observations, actions, tau, chunk_size)
+        if estimator == "exact":
+            return fisher_lib.exact_fisher(self.q_net, data.observations, tau, chunk_size)
+        if estimator == "empirical":
+            targets = self.td_targets(data).squeeze(1)
+            return fisher_lib.empirical_fisher(
+                self.q_net, data.observations, data.actions.long().squeeze(1), targets, chunk_size)
+        raise ValueError(f"unknown Fisher estimator {estimator!r}")
+
+    def consolidate(self, game: str, fisher: dict[str, th.Tensor] | None) -> None:
+        """Anchor the penalty at the current parameters for ``game``."""
+        self.penalty.consolidate(game, dict(self.q_net.named_parameters()), fisher)

@@ -1,0 +1,244 @@
+"""Agent files: schema, defaults, ``--set`` overrides and validation.
+
+An agent file is TOML with the sections below. ``[dqn]`` uses stable-baselines3's ``DQN``
+argument names unchanged, so a value can be copied from an SB3 script. Every key is checked on load:
+an unknown key, a wrong type or an out-of-range value raises :class:`ConfigError` naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from ewc_rl.errors import UsageError
+
+PENALTY_KINDS = ("none", "l2", "ewc", "online-ewc")
+FISHER_ESTIMATORS = ("sampled", "exact", "empirical")
+
+
+class ConfigError(UsageError):
+    """An agent file or ``--set`` override that does not fit the schema."""
+
+
+def _opt(default: Any, *, key: str | None = None, min: float | None = None, max: float | None = None,
+         above: float | None = None, choices: tuple[str, ...] | None = None) -> Any:
+    """A schema field: ``min``/``max`` are inclusive bounds, ``above`` an exclusive lower bound."""
+    meta = {"key": key, "min": min, "max": max, "above": above, "choices": choices}
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class DQNConfig:
+    """Arguments passed to stable-baselines3's ``DQN`` (same names, same meaning)."""
+
+    learning_rate: float = _opt(1e-4, above=0)
+    buffer_size: int = _opt(100_000, min=1)
+    learning_starts: int = _opt(50_000, min=0)
+    batch_size: int = _opt(32, min=1)
+    tau: float = _opt(1.0, above=0, max=1)
+    gamma: float = _opt(0.99, min=0, max=1)
+    train_freq: int = _opt(4, min=1)
+    gradient_steps: int = _opt(1, min=1)
+    n_steps: int = _opt(1, min=1)
+    target_update_interval: int = _opt(10_000, min=1)
+    exploration_fraction: float = _opt(0.1, min=0, max=1)
+    exploration_initial_eps: float = _opt(1.0, min=0, max=1)
+    exploration_final_eps: float = _opt(0.01, min=0, max=1)
+    max_grad_norm: float = _opt(10.0, above=0)
+    optimize_memory_usage: bool = _opt(False)
+
+
+@dataclass
+class AgentConfig:
+    """What ewc_rl adds around SB3's DQN."""
+
+    double_dqn: bool = _opt(True)
+    per_game_replay: bool = _opt(True)
+    keep_replay: bool = _opt(False)
+
+
+@dataclass
+class EnvConfig:
+    """Atari preprocessing (the DQN-paper defaults)."""
+
+    noop_max: int = _opt(30, min=0)
+    frame_skip: int = _opt(4, min=1)
+    screen_size: int = _opt(84, min=8)
+    frame_stack: int = _opt(4, min=1)
+    terminal_on_life_loss: bool = _opt(True)
+    repeat_action_probability: float = _opt(0.0, min=0, max=1)
+
+
+@dataclass
+class EvalConfig:
+    """The evaluator: plays every game seen so far with a frozen policy."""
+
+    every: int = _opt(250_000, min=1)
+    episodes: int = _opt(10, min=1)
+    epsilon: float = _opt(0.05, min=0, max=1)
+    max_episode_steps: int = _opt(27_000, min=1)
+
+
+@dataclass
+class PenaltyConfig:
+    """The consolidation penalty added to the TD loss, and the Fisher it uses."""
+
+    kind: str = _opt("none", choices=PENALTY_KINDS)
+    lam: float = _opt(400.0, key="lambda", min=0)
+    fisher: str = _opt("sampled", choices=FISHER_ESTIMATORS)
+    fisher_states: int = _opt(3_200, min=1)
+    tau: float = _opt(1.0, above=0)
+    decay: float = _opt(1.0, min=0, max=1)
+    normalize: bool = _opt(False)
+    fisher_batch_size: int = _opt(32, min=1)
+
+
+SECTIONS: dict[str, type] = {
+    "dqn": DQNConfig,
+    "agent": AgentConfig,
+    "env": EnvConfig,
+    "eval": EvalConfig,
+    "penalty": PenaltyConfig,
+}
+
+
+@dataclass
+class Config:
+    """A validated agent definition."""
+
+    name: str
+    source: str
+    dqn: DQNConfig = field(default_factory=DQNConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    penalty: PenaltyConfig = field(default_factory=PenaltyConfig)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """Settings by section, with the agent file's key names (``lambda``, not ``lam``)."""
+        return {s: {_key(f): getattr(getattr(self, s), f.name) for f in dataclasses.fields(SECTIONS[s])}
+                for s in SECTIONS}
+
+    def flat(self) -> dict[str, Any]:
+        """``section.key -> value``, e.g. for TensorBoard hparams."""
+        return {f"{s}.{k}": v for s, d in self.to_dict().items() for k, v in d.items()}
+
+
+def _key(f: dataclasses.Field) -> str:
+    return f.metadata.get("key") or f.name
+
+
+def agents_dir() -> Path:
+    """The ``agents/`` folder shipped with the repository."""
+    return Path(__file__).resolve().parent.parent / "agents"
+
+
+def available_agents() -> list[str]:
+    return sorted(p.stem for p in agents_dir().glob("*.toml"))
+
+
+def resolve_agent(name_or_path: str) -> Path:
+    """An agent name (a file of ``agents/``) or a path to any TOML file."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"agent file not found: {name_or_path}")
+        return path
+    candidate = agents_dir() / f"{name_or_path}.toml"
+    if candidate.is_file():
+        return candidate
+    names = available_agents()
+    close = difflib.get_close_matches(name_or_path, names, n=3)
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    raise ConfigError(f"unknown agent '{name_or_path}'{hint}; available: {', '.join(names)}")
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """``section.key=value`` -> (section, key, value); the value is read as TOML, else as a string."""
+    if "=" not in text or "." not in text.split("=", 1)[0]:
+        raise ConfigError(f"--set expects section.key=value, got '{text}'")
+    dotted, raw = text.split("=", 1)
+    section, key = dotted.strip().split(".", 1)
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return section, key, value
+
+
+def load_config(agent: str, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read an agent file, apply ``--set`` overrides and validate everything."""
+    path = resolve_agent(agent)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    for text in overrides:
+        section, key, value = parse_override(text)
+        raw.setdefault(section, {})
+        if not isinstance(raw[section], dict):
+            raise ConfigError(f"{path}: '{section}' must be a table")
+        raw[section][key] = value
+    return from_dict(raw, name=path.stem, source=str(path))
+
+
+def from_dict(raw: dict[str, Any], *, name: str = "custom", source: str = "<dict>") -> Config:
+    """Validate a parsed agent file; errors name the offending ``section.key``."""
+    sections = {}
+    for section, table in raw.items():
+        if section not in SECTIONS:
+            raise ConfigError(f"{source}: unknown section '[{section}]'{_did_you_mean(section, SECTIONS)}")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{source}: '{section}' must be a table")
+        sections[section] = _build(SECTIONS[section], section, table, source)
+    return Config(name=name, source=source, **sections)
+
+
+def _did_you_mean(word: str, options: Any) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _build(cls: type, section: str, table: dict[str, Any], source: str) -> Any:
+    fields = {_key(f): f for f in dataclasses.fields(cls)}
+    values = {}
+    for key, value in table.items():
+        where = f"{section}.{key}"
+        if key not in fields:
+            raise ConfigError(f"{source}: unknown key '{where}'{_did_you_mean(key, fields)}")
+        f = fields[key]
+        values[f.name] = _check(where, f, value, source)
+    return cls(**values)
+
+
+def _check(where: str, f: dataclasses.Field, value: Any, source: str) -> Any:
+    kind = f.type if isinstance(f.type, str) else f.type.__name__
+    ok = {
+        "bool": isinstance(value, bool),
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "float": isinstance(value, (int, float)) and not isinstance(value, bool),
+        "str": isinstance(value, str),
+    }[kind]
+    if not ok:
+        raise ConfigError(f"{source}: '{where}' must be {_article(kind)}, got {value!r}")
+    if kind == "float":
+        value = float(value)
+    m = f.metadata
+    if m["choices"] and value not in m["choices"]:
+        raise ConfigError(f"{source}: '{where}' must be one of {', '.join(m['choices'])}; got {value!r}")
+    if m["min"] is not None and value < m["min"]:
+        raise ConfigError(f"{source}: '{where}' must be >= {m['min']}, got {value!r}")
+    if m["max"] is not None and value > m["max"]:
+        raise ConfigError(f"{source}: '{where}' must be <= {m['max']}, got {value!r}")
+    if m["above"] is not None and value <= m["above"]:
+        raise ConfigError(f"{source}: '{where}' must be > {m['above']}, got {value!r}")
+    return value
+
+
+def _article(kind: str) -> str:
+    return {"bool": "a boolean (true/false)", "int": "an integer", "float": "a number", "str": "a string"}[kind]

@@ -1,0 +1,151 @@
+"""Game names -> environments with one interface: (4, 84, 84) uint8 frames and the full 18-action set.
+
+Atari games run in ale-py's native vector environment (preprocessing, frame stacking and no-op starts
+in C++, no OpenCV needed), wrapped as a stable-baselines3 ``VecEnv`` so SB3's DQN drives it directly.
+The adapter adds only what the native env lacks for DQN training: reward clipping for training while
+returns stay unclipped, and terminal-on-life-loss that marks the transition terminal *without*
+restarting the game (the DQN-paper convention; ALE's ``episodic_life`` reports game over the same way).
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import time
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvStepReturn
+
+from ewc_rl.config import EnvConfig
+from ewc_rl.errors import UsageError
+
+N_ACTIONS = 18
+
+
+class UnknownGameError(UsageError):
+    """A game name that no installed suite knows."""
+
+
+@functools.cache
+def atari_games() -> dict[str, str]:
+    """ALE names (``SpaceInvaders``) -> ROM ids (``space_invaders``) for every ROM in the ale-py wheel."""
+    from ale_py import roms
+
+    return {"".join(p.capitalize() for p in rom.split("_")): rom for rom in roms.get_all_rom_ids()}
+
+
+def canonical_game(name: str) -> str:
+    """Validate a game name and return its canonical spelling (case and underscores are forgiven)."""
+    games = atari_games()
+    if name in games:
+        return name
+    folded = {g.lower(): g for g in games} | {rom: g for g, rom in games.items()}
+    key = name.strip().lower()
+    if key in folded:
+        return folded[key]
+    close = difflib.get_close_matches(name, list(games), n=3, cutoff=0.5)
+    close = close or [folded[k] for k in difflib.get_close_matches(key, list(folded), n=3, cutoff=0.5)]
+    hint = f"; closest: {', '.join(dict.fromkeys(close))}" if close else ""
+    raise UnknownGameError(f"unknown game '{name}'{hint} (ALE names such as Pong, Breakout, SpaceInvaders)")
+
+
+def parse_games(text: str) -> list[str]:
+    """``"Pong,Breakout"`` -> canonical names; every name is checked before anything runs."""
+    names = [g.strip() for g in text.split(",") if g.strip()]
+    if not names:
+        raise UsageError("--games needs at least one game name")
+    return [canonical_game(n) for n in names]
+
+
+class AtariVecEnv(VecEnv):
+    """ale-py's ``AtariVectorEnv`` as an SB3 ``VecEnv``.
+
+    ``training=True`` clips rewards to their sign and, if configured, ends an episode for the learner
+    at every life loss (the game itself goes on). Episode statistics (``info["episode"]``, SB3's
+    Monitor format) always carry the raw, unclipped game score over a full game.
+    """
+
+    def __init__(self, game: str, n_envs: int, cfg: EnvConfig, *, training: bool, seed: int | None = None,
+                 max_episode_steps: int = 27_000, num_threads: int = 1) -> None:
+        from ale_py.vector_env import AtariVectorEnv
+
+        self.game = canonical_game(game)
+        self.training = training
+        self.life_loss_terminal = training and cfg.terminal_on_life_loss
+        self._env = AtariVectorEnv(
+            atari_games()[self.game], n_envs, num_threads=num_threads, full_action_space=True,
+            repeat_action_probability=cfg.repeat_action_probability, frameskip=cfg.frame_skip,
+            noop_max=cfg.noop_max, img_height=cfg.screen_size, img_width=cfg.screen_size,
+            stack_num=cfg.frame_stack, max_num_frames_per_episode=max_episode_steps * cfg.frame_skip,
+            reward_clipping=False, episodic_life=False, autoreset_mode="SameStep",
+        )
+        obs_space = gym.spaces.Box(0, 255, (cfg.frame_stack, cfg.screen_size, cfg.screen_size), np.uint8)
+        super().__init__(n_envs, obs_space, gym.spaces.Discrete(N_ACTIONS))
+        self._actions = np.zeros(n_envs, dtype=np.int64)
+        self._returns = np.zeros(n_envs, dtype=np.float64)
+        self._lengths = np.zeros(n_envs, dtype=np.int64)
+        self._lives = np.zeros(n_envs, dtype=np.int64)
+        self._t0 = time.time()
+        if seed is not None:
+            self.seed(seed)
+
+    def reset(self) -> np.ndarray:
+        seed = self._seeds[0]
+        obs, info = self._env.reset(seed=seed)
+        self._reset_seeds()
+        self._returns[:] = 0
+        self._lengths[:] = 0
+        self._lives[:] = info["lives"]
+        return obs
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._actions = np.asarray(actions, dtype=np.int64).reshape(self.num_envs)
+
+    def step_wait(self) -> VecEnvStepReturn:
+        obs, reward, terminated, truncated, info = self._env.step(self._actions)
+        reward = np.asarray(reward, dtype=np.float64)
+        game_over = terminated | truncated
+        self._returns += reward
+        self._lengths += 1
+        lives = np.asarray(info["lives"])
+        life_lost = (lives < self._lives) & ~game_over if self.life_loss_terminal else np.zeros_like(game_over)
+        self._lives = lives
+        dones = game_over | life_lost
+        infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
+        for i in np.flatnonzero(dones):
+            if game_over[i]:
+                infos[i]["terminal_observation"] = info["final_obs"][i]
+                infos[i]["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
+                infos[i]["episode"] = {"r": float(self._returns[i]), "l": int(self._lengths[i]),
+                                       "t": round(time.time() - self._t0, 6)}
+                self._returns[i] = 0
+                self._lengths[i] = 0
+            else:  # a lost life: terminal for the learner, but the game continues from `obs`
+                infos[i]["terminal_observation"] = obs[i]
+        out_reward = np.sign(reward) if self.training else reward
+        return obs, out_reward.astype(np.float32), dones, infos
+
+    def close(self) -> None:
+        self._env.close()
+
+    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
+        n = len(self._get_indices(indices))
+        return [getattr(self, attr_name, None)] * n
+
+    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
+        setattr(self, attr_name, value)
+
+    def env_method(self, method_name: str, *method_args: Any, indices: VecEnvIndices = None,
+                   **method_kwargs: Any) -> list[Any]:
+        raise NotImplementedError("AtariVecEnv has no per-environment methods")
+
+    def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None) -> list[bool]:
+        return [False] * len(self._get_indices(indices))
+
+
+def make_env(game: str, cfg: EnvConfig, *, training: bool, n_envs: int = 1, seed: int | None = None,
+             max_episode_steps: int = 27_000) -> VecEnv:
+    """The environment for ``game``: a training env (clipped rewards) or an evaluation env (raw rewards)."""
+    return AtariVecEnv(game, n_envs, cfg, training=training, seed=seed, max_episode_steps=max_episode_steps)

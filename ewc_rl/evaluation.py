@@ -1,0 +1,35 @@
+"""Playing games with a frozen Q-network: all episodes of a game run side by side, one batched forward."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch as th
+from torch import nn
+
+from ewc_rl.config import EnvConfig
+from ewc_rl.envs import make_env
+
+
+def evaluate(q_net: nn.Module, game: str, env_cfg: EnvConfig, *, episodes: int, epsilon: float,
+             max_episode_steps: int, seed: int, device: th.device | str = "cpu") -> list[float]:
+    """Unclipped returns of ``episodes`` full games played epsilon-greedily (games are capped in steps)."""
+    env = make_env(game, env_cfg, training=False, n_envs=episodes, seed=seed,
+                   max_episode_steps=max_episode_steps)
+    rng = np.random.default_rng(seed)
+    returns = np.full(episodes, np.nan)
+    was_training = q_net.training
+    q_net.eval()
+    try:
+        obs = env.reset()
+        while np.isnan(returns).any():
+            with th.no_grad():
+                actions = q_net(th.as_tensor(obs, device=device)).argmax(dim=1).cpu().numpy()
+            explore = rng.random(episodes) < epsilon
+            actions[explore] = rng.integers(0, env.action_space.n, size=int(explore.sum()))
+            obs, _, dones, infos = env.step(actions)
+            for i in np.flatnonzero(dones & np.isnan(returns)):
+                returns[i] = infos[i]["episode"]["r"]
+    finally:
+        env.close()
+        q_net.train(was_training)
+    return returns.tolist()

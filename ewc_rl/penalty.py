@@ -1,0 +1,102 @@
+"""Consolidation penalties: none, L2, EWC (one anchor per game) and online EWC.
+
+EWC with K anchors (theta*_k, F_k) adds  lambda/2 * sum_k sum_i F_ki (theta_i - theta*_ki)^2  to the loss.
+Expanding the square shows that the K quadratics are one quadratic:
+
+    sum_k F_k (theta - theta*_k)^2 = A (theta - mu)^2 + c,
+    A = sum_k F_k,   mu = sum_k F_k theta*_k / A,   c = sum_k F_k (theta*_k - mu)^2,
+
+so an update costs O(parameters) whatever K is. The merge runs once per consolidation in float64
+(c is a small difference of large sums; float32 would lose several percent of it).
+
+Kinds:
+    none        no penalty
+    l2          F = 1 everywhere, one anchor per game (the "too rigid" baseline)
+    ewc         one anchor per game (Kirkpatrick et al. 2017); revisiting a game replaces its anchor
+    online-ewc  one running Fisher F <- decay * F + F_new at the latest parameters (Schwarz et al. 2018)
+With ``normalize``, each new Fisher is divided by its mean over all parameters before it is used,
+so lambda has the same meaning whatever the Fisher's scale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor
+
+Params = Mapping[str, Tensor]
+
+
+class Penalty:
+    """A consolidation penalty over named parameters; call it with the current parameters."""
+
+    def __init__(self, kind: str = "ewc", lam: float = 1.0, decay: float = 1.0, normalize: bool = False) -> None:
+        if kind not in ("none", "l2", "ewc", "online-ewc"):
+            raise ValueError(f"unknown penalty kind {kind!r}")
+        self.kind, self.lam, self.decay, self.normalize = kind, lam, decay, normalize
+        # Per-anchor copies (CPU, float32) so that revisits can replace an anchor exactly.
+        self.anchors: dict[str, tuple[dict[str, Tensor], dict[str, Tensor]]] = {}
+        self.A: dict[str, Tensor] = {}
+        self.mu: dict[str, Tensor] = {}
+        self.c: float = 0.0
+
+    @property
+    def needs_fisher(self) -> bool:
+        return self.kind in ("ewc", "online-ewc")
+
+    @property
+    def active(self) -> bool:
+        return self.kind != "none" and bool(self.A) and self.lam > 0
+
+    def consolidate(self, key: str, params: Params, fisher: Params | None = None) -> None:
+        """Add (or, for ``ewc``/``l2``, replace) the anchor ``key`` at ``params`` with ``fisher``."""
+        if self.kind == "none":
+            return
+        theta = {k: v.detach().to("cpu", torch.float32).clone() for k, v in params.items()}
+        if self.kind == "l2":
+            fisher = {k: torch.ones_like(v) for k, v in theta.items()}
+        elif fisher is None:
+            raise ValueError(f"penalty kind {self.kind!r} needs a Fisher")
+        new_f = {k: v.detach().to("cpu", torch.float32) for k, v in fisher.items()}
+        if self.normalize:
+            mean = torch.cat([v.flatten() for v in new_f.values()]).double().mean().item()
+            new_f = {k: v / mean for k, v in new_f.items()} if mean > 0 else new_f
+        if self.kind == "online-ewc":
+            old = next(iter(self.anchors.values()), None)
+            if old is not None:
+                new_f = {k: self.decay * old[1][k] + v for k, v in new_f.items()}
+            self.anchors = {"online": (theta, new_f)}
+        else:
+            self.anchors[key] = (theta, new_f)
+        device = next(iter(params.values())).device
+        self._merge(device)
+
+    def _merge(self, device: torch.device) -> None:
+        names = next(iter(self.anchors.values()))[0].keys()
+        A: dict[str, Tensor] = {}
+        mu: dict[str, Tensor] = {}
+        c = 0.0
+        for n in names:
+            thetas = [t[n].double() for t, _ in self.anchors.values()]
+            fishers = [f[n].double() for _, f in self.anchors.values()]
+            a = torch.stack(fishers).sum(0)
+            b = sum(f * t for f, t in zip(fishers, thetas, strict=True))
+            m = torch.where(a > 0, b / a.clamp_min(torch.finfo(torch.float64).tiny), thetas[-1])
+            c += float(sum((f * (t - m) ** 2).sum() for f, t in zip(fishers, thetas, strict=True)))
+            A[n] = a.to(device, torch.float32)
+            mu[n] = m.to(device, torch.float32)
+        self.A, self.mu, self.c = A, mu, c
+
+    def __call__(self, params: Params) -> Tensor:
+        """lambda/2 * (sum_i A_i (theta_i - mu_i)^2 + c); differentiable in ``params``."""
+        first = next(iter(params.values()))
+        if not self.active:
+            return first.new_zeros(())
+        quad = sum((self.A[n] * (p - self.mu[n]).pow(2)).sum() for n, p in params.items())
+        return 0.5 * self.lam * (quad + self.c)
+
+    def fisher_of(self, key: str) -> dict[str, Tensor] | None:
+        """The Fisher stored for anchor ``key`` (for logging), if any."""
+        anchor = self.anchors.get("online" if self.kind == "online-ewc" else key)
+        return anchor[1] if anchor else None
