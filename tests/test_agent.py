@@ -1,0 +1,141 @@
+"""The SB3 DQN subclass: per-game epsilon and warm-up, per-game replay, Double DQN, penalty in the loss."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch as th
+from stable_baselines3.common.vec_env import DummyVecEnv
+
+from ewc_rl.agent import EWCDQN, NonFiniteLossError
+from ewc_rl.penalty import Penalty
+from tests.conftest import TinyImageEnv
+
+
+def _env(offset=0):
+    return DummyVecEnv([lambda: TinyImageEnv(length=15, seed_offset=offset)])
+
+
+def _agent(**kw):
+    args = dict(learning_starts=30, buffer_size=500, exploration_fraction=0.5, exploration_final_eps=0.1,
+                target_update_interval=20, policy_kwargs={"net_arch": [16]}, seed=0, device="cpu")
+    args.update(kw)
+    return EWCDQN("MlpPolicy", _env(), **args)
+
+
+def test_epsilon_and_warmup_restart_for_each_game():
+    agent = _agent()
+    eps_log = []
+
+    def run(env, game, steps):
+        agent.begin_segment(env, game, steps)
+        assert agent.exploration_rate == 1.0
+        assert agent.learning_starts == agent.num_timesteps + 30
+        agent.learn(steps, reset_num_timesteps=False, log_interval=None,
+                    callback=lambda *_: eps_log.append((agent.num_timesteps, agent.exploration_rate)) or True)
+
+    run(agent.env, "A", 100)
+    mid_a = dict(eps_log)
+    run(_env(1), "B", 100)
+    eps = dict(eps_log)
+    assert agent.num_timesteps == 200  # the global counter goes on
+    # the same position within each game gives the same epsilon: the schedule restarted
+    for s in (10, 40, 60, 90):
+        assert eps[100 + s] == pytest.approx(mid_a[s])
+    assert agent.exploration_rate == pytest.approx(0.1)
+    assert eps[120] > 0.5  # early in game B, exploring again
+
+
+def test_per_game_replay_switches_and_is_freed_or_kept():
+    agent = _agent()
+    agent.begin_segment(agent.env, "A", 60)
+    agent.learn(60, reset_num_timesteps=False, log_interval=None)
+    buf_a = agent.replay_buffer
+    assert buf_a.size() == 60
+    agent.end_segment("A", keep_replay=True)
+    agent.begin_segment(_env(1), "B", 40)
+    assert agent.replay_buffer is not buf_a and agent.replay_buffer.size() == 0
+    agent.learn(40, reset_num_timesteps=False, log_interval=None)
+    agent.end_segment("B", keep_replay=False)
+    assert "B" not in agent.kept_replays and agent.replay_buffer is None
+    agent.begin_segment(_env(), "A", 10)
+    assert agent.replay_buffer is buf_a  # the revisit finds its memory
+
+
+def test_shared_replay_when_asked():
+    agent = _agent(per_game_replay=False)
+    agent.begin_segment(agent.env, "A", 40)
+    agent.learn(40, reset_num_timesteps=False, log_interval=None)
+    buf = agent.replay_buffer
+    agent.end_segment("A", keep_replay=False)
+    agent.begin_segment(_env(1), "B", 40)
+    assert agent.replay_buffer is buf
+
+
+def test_double_dqn_target_uses_online_argmax():
+    agent = _agent(double_dqn=True, gamma=0.5)
+    agent.begin_segment(agent.env, "A", 50)
+    agent.learn(50, reset_num_timesteps=False, log_interval=None)
+    data = agent.replay_buffer.sample(8)
+    with th.no_grad():  # make online and target nets differ
+        for p in agent.q_net_target.parameters():
+            p.add_(th.randn_like(p))
+        a_online = agent.q_net(data.next_observations).argmax(1, keepdim=True)
+        q_target = agent.q_net_target(data.next_observations)
+    want = data.rewards + (1 - data.dones) * 0.5 * q_target.gather(1, a_online)
+    th.testing.assert_close(agent.td_targets(data), want)
+    agent.double_dqn = False
+    want_max = data.rewards + (1 - data.dones) * 0.5 * q_target.max(1, keepdim=True).values
+    th.testing.assert_close(agent.td_targets(data), want_max)
+
+
+def test_penalty_pulls_parameters_towards_the_anchor():
+    """With a huge lambda, training on game B barely moves the parameters away from game A's anchor."""
+    moved = {}
+    for lam in (0.0, 1e4):
+        agent = _agent(penalty=Penalty("l2", lam), learning_rate=1e-2)
+        agent.begin_segment(agent.env, "A", 60)
+        agent.learn(60, reset_num_timesteps=False, log_interval=None)
+        agent.consolidate("A", None)
+        anchor = [p.detach().clone() for p in agent.q_net.parameters()]
+        agent.end_segment("A", keep_replay=False)
+        agent.begin_segment(_env(7), "B", 120)
+        agent.learn(120, reset_num_timesteps=False, log_interval=None)
+        moved[lam] = sum((p.detach() - a).norm().item() for p, a in zip(agent.q_net.parameters(), anchor, strict=True))
+    assert moved[1e4] < 0.1 * moved[0.0]
+
+
+def test_fisher_from_replay_for_each_estimator():
+    agent = _agent()
+    agent.begin_segment(agent.env, "A", 60)
+    agent.learn(60, reset_num_timesteps=False, log_interval=None)
+    names = {n for n, _ in agent.q_net.named_parameters()}
+    for estimator in ("sampled", "exact", "empirical"):
+        f = agent.estimate_fisher(estimator, n_states=20, chunk_size=7)
+        assert set(f) == names
+        assert all(th.isfinite(v).all() and (v >= 0).all() for v in f.values())
+        assert sum(v.sum() for v in f.values()) > 0
+
+
+def test_non_finite_loss_stops_with_the_step():
+    agent = _agent(penalty=Penalty("l2", 1.0))
+    agent.begin_segment(agent.env, "A", 40)
+    agent.learn(40, reset_num_timesteps=False, log_interval=None)
+    agent.consolidate("A", None)
+    agent.penalty.c = float("nan")
+    agent.begin_segment(agent.env, "A", 40)
+    agent.learning_starts = 0
+    with pytest.raises(NonFiniteLossError, match="non-finite loss at step"):
+        agent.learn(40, reset_num_timesteps=False, log_interval=None)
+
+
+def test_save_and_load_keep_working(tmp_path):
+    agent = _agent(penalty=Penalty("l2", 2.0), double_dqn=True)
+    agent.begin_segment(agent.env, "A", 40)
+    agent.learn(40, reset_num_timesteps=False, log_interval=None)
+    agent.consolidate("A", None)
+    agent.save(tmp_path / "m.zip")
+    loaded = EWCDQN.load(tmp_path / "m.zip", device="cpu")
+    assert loaded.double_dqn and loaded.penalty.kind == "l2" and loaded.penalty.active
+    obs = np.zeros((1, 4, 8, 8), dtype=np.uint8)
+    assert loaded.predict(obs, deterministic=True)[0] == agent.predict(obs, deterministic=True)[0]

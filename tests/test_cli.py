@@ -1,0 +1,94 @@
+"""The command line, end to end on real ALE games with tiny budgets, and its one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from ewc_rl.cli import main
+
+TINY = ["--steps-per-game", "300", "--eval-every", "200", "--eval-episodes", "1", "--no-progress",
+        "--set", "dqn.learning_starts=100", "--set", "dqn.buffer_size=1000",
+        "--set", "dqn.target_update_interval=100", "--set", "eval.max_episode_steps=150",
+        "--set", "penalty.fisher_states=64"]
+
+
+def _scalars(logdir: Path) -> dict[str, list[tuple[int, float]]]:
+    ea = EventAccumulator(str(logdir), size_guidance={"scalars": 0, "histograms": 0})
+    ea.Reload()
+    return {t: [(e.step, e.value) for e in ea.Scalars(t)] for t in ea.Tags()["scalars"]}, ea.Tags()["histograms"]
+
+
+def test_module_entry_point_prints_help():
+    out = subprocess.run([sys.executable, "-m", "ewc_rl", "train", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "--steps-per-game" in out.stdout
+
+
+def test_ewc_run_on_two_atari_games(tmp_path, capsys):
+    logdir = tmp_path / "run"
+    assert main(["train", "--agent", "ewc", "--games", "Pong,Breakout", "--logdir", str(logdir), *TINY]) == 0
+    printed = capsys.readouterr().out
+    assert f"tensorboard --logdir {logdir}" in printed
+
+    summary = json.loads((logdir / "summary.json").read_text())
+    assert summary["complete"] and summary["games"] == ["Pong", "Breakout"]
+    matrix = summary["score_matrix"]
+    assert len(matrix) == 2 and all(len(row) == 2 for row in matrix)
+    assert matrix[0][1] is None and None not in matrix[1]
+    assert summary["settings"]["penalty"]["kind"] == "ewc"
+    assert summary["versions"]["torch"] and summary["wall_time_s"] > 0
+
+    scalars, histograms = _scalars(logdir)
+    for tag in ("train/td_loss", "train/penalty", "train/epsilon", "train/episode_return", "train/fps",
+                "train/game", "eval/Pong/return", "eval/Breakout/return"):
+        assert scalars.get(tag), tag
+    assert any(h.startswith("fisher/") for h in histograms)
+    assert any(step > 300 for step, _ in scalars["eval/Pong/return"])  # Pong still evaluated during Breakout
+    penalty = scalars["train/penalty"]
+    assert all(v == 0 for s, v in penalty if s <= 300)
+    assert any(v > 0 for s, v in penalty if s > 300)
+    assert {v for s, v in scalars["train/game"] if s > 300} == {1.0}
+
+
+def test_dqn_run_has_no_penalty(tmp_path):
+    logdir = tmp_path / "run"
+    assert main(["train", "--agent", "dqn", "--games", "Breakout,Pong", "--logdir", str(logdir), *TINY]) == 0
+    scalars, histograms = _scalars(logdir)
+    assert scalars["train/penalty"] and all(v == 0 for _, v in scalars["train/penalty"])
+    assert not histograms
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--games", "Pong,Pongg"], "unknown game 'Pongg'; closest: Pong"),
+    (["--games", "Pong", "--agent", "ewk"], "unknown agent 'ewk'"),
+    (["--games", "Pong", "--set", "penalty.lamda=1"], "unknown key 'penalty.lamda'"),
+    (["--games", "Pong", "--set", "penalty.lambda=-5"], "'penalty.lambda' must be >= 0"),
+])
+def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, capsys, args, message):
+    logdir = tmp_path / "run"
+    assert main(["train", "--logdir", str(logdir), *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not logdir.exists()
+
+
+def test_negative_steps_rejected_by_the_parser(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--games", "Pong", "--steps-per-game", "-5", "--logdir", str(tmp_path / "r")])
+    assert exit_info.value.code == 2
+    assert "expected a positive integer" in capsys.readouterr().err
+
+
+def test_existing_run_directory_is_left_alone(tmp_path, capsys):
+    logdir = tmp_path / "run"
+    logdir.mkdir()
+    (logdir / "summary.json").write_text("{}")
+    assert main(["train", "--games", "Pong", "--logdir", str(logdir)]) == 2
+    assert "already holds files" in capsys.readouterr().err
+    assert [p.name for p in logdir.iterdir()] == ["summary.json"]
+    assert (logdir / "summary.json").read_text() == "{}"

@@ -1,0 +1,77 @@
+"""Game names and the ALE vector environment as an SB3 VecEnv."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ewc_rl.config import EnvConfig
+from ewc_rl.envs import UnknownGameError, canonical_game, make_env, parse_games
+
+
+def test_names_are_forgiving_about_case_and_underscores():
+    assert canonical_game("Pong") == "Pong"
+    assert canonical_game("spaceinvaders") == "SpaceInvaders"
+    assert canonical_game("space_invaders") == "SpaceInvaders"
+    assert parse_games(" Pong, Breakout ") == ["Pong", "Breakout"]
+
+
+def test_unknown_game_lists_the_closest_names():
+    with pytest.raises(UnknownGameError) as err:
+        canonical_game("SpaceInvader")
+    assert "unknown game 'SpaceInvader'; closest: SpaceInvaders" in str(err.value)
+    with pytest.raises(UnknownGameError):
+        parse_games("Pong,Pongg")
+
+
+def _random_play(env, steps, seed=0):
+    rng = np.random.default_rng(seed)
+    env.reset()
+    out = []
+    for _ in range(steps):
+        obs, reward, done, info = env.step(rng.integers(0, 18, size=env.num_envs))
+        out.append((obs, reward, done, info))
+    return out
+
+
+def test_every_game_has_one_interface():
+    for game in ("Pong", "Breakout"):
+        env = make_env(game, EnvConfig(), training=True, seed=0)
+        assert env.observation_space.shape == (4, 84, 84) and env.observation_space.dtype == np.uint8
+        assert env.action_space.n == 18
+        obs = env.reset()
+        assert obs.shape == (1, 4, 84, 84) and obs.dtype == np.uint8
+        env.close()
+
+
+def test_training_clips_rewards_and_ends_learner_episodes_at_life_loss():
+    train = make_env("Breakout", EnvConfig(), training=True, seed=1)
+    steps = _random_play(train, 1500)
+    rewards = np.concatenate([r for _, r, _, _ in steps])
+    assert set(np.unique(rewards)) <= {-1.0, 0.0, 1.0}
+    dones = [i for i, (_, _, d, _) in enumerate(steps) if d[0]]
+    games = [i for i in dones if "episode" in steps[i][3][0]]
+    assert len(dones) >= 4 * len(games) > 0  # 5 lives: several learner episodes per game
+    for i in dones:
+        assert "terminal_observation" in steps[i][3][0]
+    train.close()
+
+
+def test_evaluation_env_keeps_raw_scores_and_full_games():
+    env = make_env("Breakout", EnvConfig(), training=False, seed=1, max_episode_steps=3000)
+    steps = _random_play(env, 1500)
+    dones = [i for i, (_, _, d, _) in enumerate(steps) if d[0]]
+    assert dones and all("episode" in steps[i][3][0] for i in dones)  # only real game overs
+    first = dones[0]
+    raw = sum(float(r[0]) for _, r, _, _ in steps[: first + 1])
+    assert steps[first][3][0]["episode"]["r"] == raw
+    env.close()
+
+
+def test_episode_cap_truncates():
+    env = make_env("Pong", EnvConfig(), training=False, seed=0, max_episode_steps=50)
+    steps = _random_play(env, 60)
+    done_at = next(i for i, (_, _, d, _) in enumerate(steps) if d[0])
+    assert done_at == 49
+    assert steps[done_at][3][0]["TimeLimit.truncated"] is True
+    env.close()
