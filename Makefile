@@ -24,8 +24,15 @@ lint: $(STAMP)
 	$(BIN)/ruff check ewc_rl tests
 	$(BIN)/ruff format --check ewc_rl tests
 
+DEMO := runs/demo-$(shell date +%Y%m%d-%H%M%S)
+DEMO_ARGS := --games Pong,Breakout --steps-per-game 5000 --eval-every 2500 --eval-episodes 2 --seed 0 \
+	--set dqn.learning_starts=1000 --set dqn.buffer_size=10000 --set dqn.target_update_interval=1000 \
+	--set eval.max_episode_steps=2000 --set penalty.fisher_states=1000 --no-progress
+
 demo: $(STAMP)
-	$(BIN)/ewc-rl demo
+	$(BIN)/ewc-rl train --agent dqn $(DEMO_ARGS) --logdir $(DEMO)/dqn/seed-0
+	$(BIN)/ewc-rl train --agent ewc $(DEMO_ARGS) --logdir $(DEMO)/ewc/seed-0
+	@echo "compare both runs: $(BIN)/tensorboard --logdir $(DEMO)"
 
 clean:
 	rm -rf $(VENV)
