@@ -34,6 +34,43 @@ def _nonnegative_int(text: str) -> int:
     return value
 
 
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by ``train`` and ``compare``."""
+    p.add_argument("--games", required=True, metavar="G1,G2,...",
+                   help="comma-separated ALE game names in training order, e.g. Pong,Breakout")
+    p.add_argument("--steps-per-game", type=_positive_int, default=1_000_000, metavar="N",
+                   help="agent steps (= 4 frames each) per game visit (default: 1000000)")
+    p.add_argument("--cycles", type=_positive_int, default=1, metavar="N",
+                   help="repeat the whole sequence N times: revisits (default: 1)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one setting of the agent file, e.g. --set penalty.lambda=1000 (repeatable)")
+    p.add_argument("--eval-every", type=_positive_int, default=None, metavar="N",
+                   help="evaluate all games seen so far every N agent steps (default: the agent's eval.every)")
+    p.add_argument("--eval-episodes", type=_positive_int, default=None, metavar="K",
+                   help="episodes per game and evaluation (default: the agent's eval.episodes)")
+    p.add_argument("--eval-all-games", action="store_true",
+                   help="evaluate every game of the schedule, not only those seen so far (zero-shot transfer)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="auto picks CUDA when available (default: auto)")
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    """--set values plus the --eval-* shortcuts, as agent-file overrides."""
+    overrides = list(args.overrides)
+    if args.eval_every is not None:
+        overrides.append(f"eval.every={args.eval_every}")
+    if args.eval_episodes is not None:
+        overrides.append(f"eval.episodes={args.eval_episodes}")
+    return overrides
+
+
+def _check_device(device: str) -> None:
+    import torch as th
+
+    if device == "cuda" and not th.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available (use --device auto or cpu)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ewc-rl",
@@ -49,28 +86,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--agent", default="ewc", metavar="NAME|PATH",
                        help="an agent of agents/ (dqn, ewc, online-ewc, l2) or a TOML file (default: ewc)")
-    train.add_argument("--games", required=True, metavar="G1,G2,...",
-                       help="comma-separated ALE game names in training order, e.g. Pong,Breakout")
-    train.add_argument("--steps-per-game", type=_positive_int, default=1_000_000, metavar="N",
-                       help="agent steps (= 4 frames each) per game visit (default: 1000000)")
-    train.add_argument("--cycles", type=_positive_int, default=1, metavar="N",
-                       help="repeat the whole sequence N times: revisits (default: 1)")
+    _add_run_options(train)
     train.add_argument("--seed", type=_nonnegative_int, default=0)
     train.add_argument("--logdir", type=Path, default=None,
                        help="run directory, must be new or empty (default: runs/<agent>-<time>)")
-    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                       help="override one setting of the agent file, e.g. --set penalty.lambda=1000 "
-                            "(repeatable)")
-    train.add_argument("--eval-every", type=_positive_int, default=None, metavar="N",
-                       help="evaluate all games seen so far every N agent steps (default: the agent's "
-                            "eval.every)")
-    train.add_argument("--eval-episodes", type=_positive_int, default=None, metavar="K",
-                       help="episodes per game and evaluation (default: the agent's eval.episodes)")
-    train.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                       help="auto picks CUDA when available (default: auto)")
     train.add_argument("--threads", type=_nonnegative_int, default=0, metavar="N",
                        help="torch threads, 0 = torch's default (default: 0)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    compare = sub.add_parser(
+        "compare", help="train a grid of agents x seeds on the same sequence, then report",
+        description="Run every (agent, seed) exactly as `ewc-rl train` would, in <logdir>/<agent>/seed-<s>/, "
+                    "in parallel worker processes; finished runs are skipped when repeated. Then write "
+                    "comparison.md/.json/.png.",
+        epilog="example: ewc-rl compare --agents dqn ewc --seeds 0 1 2 --games Pong,Breakout "
+               "--steps-per-game 1000000 --logdir runs/cmp",
+    )
+    compare.add_argument("--agents", nargs="+", default=["dqn", "ewc"], metavar="AGENT",
+                         help="agents to compare (default: dqn ewc)")
+    compare.add_argument("--seeds", nargs="+", type=_nonnegative_int, default=[0], metavar="S",
+                         help="seeds (default: 0)")
+    _add_run_options(compare)
+    compare.add_argument("--logdir", type=Path, required=True, help="comparison directory")
+    compare.add_argument("--workers", type=_positive_int, default=2, metavar="W",
+                         help="runs at once; torch threads are divided between them (default: 2)")
+    compare.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    report = sub.add_parser(
+        "report", help="(re)write comparison.md/.json/.png from a comparison's summary.json files",
+        description="Aggregate the finished runs under LOGDIR (<agent>/seed-<s>/summary.json) into "
+                    "comparison.json, comparison.md and comparison.png.",
+    )
+    report.add_argument("logdir", type=Path, metavar="LOGDIR")
     return parser
 
 
@@ -80,17 +127,11 @@ def _train(args: argparse.Namespace, argv: list[str]) -> int:
 
     from ewc_rl.config import load_config
     from ewc_rl.envs import parse_games
-    from ewc_rl.trainer import RunSpec, Trainer, format_score_matrix
+    from ewc_rl.trainer import RunSpec, Trainer, format_metrics, format_score_matrix
 
-    overrides = list(args.overrides)
-    if args.eval_every is not None:
-        overrides.append(f"eval.every={args.eval_every}")
-    if args.eval_episodes is not None:
-        overrides.append(f"eval.episodes={args.eval_episodes}")
-    cfg = load_config(args.agent, overrides)
+    cfg = load_config(args.agent, _overrides(args))
     games = parse_games(args.games)
-    if args.device == "cuda" and not th.cuda.is_available():
-        raise UsageError("--device cuda: no CUDA device is available (use --device auto or cpu)")
+    _check_device(args.device)
     logdir: Path = args.logdir or Path("runs") / f"{cfg.name}-{datetime.now():%Y%m%d-%H%M%S}"
     if logdir.exists() and (not logdir.is_dir() or any(logdir.iterdir())):
         raise UsageError(f"--logdir {logdir} already holds files; choose a new directory or remove it")
@@ -99,12 +140,48 @@ def _train(args: argparse.Namespace, argv: list[str]) -> int:
 
     spec = RunSpec(games=games, steps_per_game=args.steps_per_game, logdir=logdir, cycles=args.cycles,
                    seed=args.seed, device=args.device, progress=not args.no_progress,
-                   command=["ewc-rl", *argv])
+                   eval_all_games=args.eval_all_games, command=["ewc-rl", *argv])
     summary = Trainer(cfg, spec).run()
     print(f"\nmean evaluation return after each segment ({cfg.name}, seed {args.seed}):")
     print(format_score_matrix(summary))
+    print()
+    print(format_metrics(summary))
     print(f"\nlogs and summary.json: {logdir}")
     print(f"open them with: tensorboard --logdir {logdir}")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from ewc_rl.compare import GridSpec, run_grid
+    from ewc_rl.config import load_config
+    from ewc_rl.envs import parse_games
+    from ewc_rl.report import write_report
+
+    for agent in args.agents:  # every agent file and override checked before anything starts
+        load_config(agent, _overrides(args))
+    games = parse_games(args.games)
+    _check_device(args.device)
+    spec = GridSpec(agents=list(args.agents), seeds=list(args.seeds), games=games,
+                    steps_per_game=args.steps_per_game, cycles=args.cycles, overrides=list(args.overrides),
+                    eval_every=args.eval_every, eval_episodes=args.eval_episodes,
+                    eval_all_games=args.eval_all_games)
+    failed = run_grid(spec, args.logdir, workers=args.workers, device=args.device, progress=not args.no_progress)
+    paths = write_report(args.logdir)
+    print(paths["md"].read_text())
+    print(f"report: {paths['md']}, {paths['json']}, {paths['png']}")
+    print(f"overlay all runs in TensorBoard: tensorboard --logdir {args.logdir}")
+    if failed:
+        print(f"ewc-rl: {failed} run(s) failed; their logs are in {args.logdir / 'logs'}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from ewc_rl.report import write_report
+
+    paths = write_report(args.logdir)
+    print(paths["md"].read_text())
+    print(f"report: {paths['md']}, {paths['json']}, {paths['png']}")
     return 0
 
 
@@ -114,6 +191,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "train":
             return _train(args, argv)
+        if args.command == "compare":
+            return _compare(args)
+        if args.command == "report":
+            return _report(args)
     except UsageError as exc:
         print(f"ewc-rl: error: {exc}", file=sys.stderr)
         return 2

@@ -66,3 +66,69 @@ def write_json(path: Path, data: Any) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _writer(logger: Logger) -> Any:
+    """The SummaryWriter behind SB3's TensorBoard output (for what SB3's logger has no verb for)."""
+    from stable_baselines3.common.logger import TensorBoardOutputFormat
+
+    for fmt in logger.output_formats:
+        if isinstance(fmt, TensorBoardOutputFormat):
+            return fmt.writer
+    raise RuntimeError("the logger has no TensorBoard output")
+
+
+def log_layout(logger: Logger, games: list[str]) -> None:
+    """Custom-scalars layout: every game's evaluation curve in one chart (returns, and normalised scores)."""
+    _writer(logger).add_custom_scalars({
+        "forgetting": {
+            "normalized score per game": ["Multiline", [f"eval/{g}/normalized" for g in games]],
+            "return per game": ["Multiline", [f"eval/{g}/return" for g in games]],
+            "summary": ["Multiline", ["eval/mean_normalized", "eval/clipped_normalized_sum"]],
+        },
+        "training": {
+            "loss": ["Multiline", ["train/td_loss", "train/penalty"]],
+            "episode return": ["Multiline", ["train/episode_return"]],
+        },
+    })
+
+
+def log_game_switch(logger: Logger, step: int, index: int, game: str, total: int) -> None:
+    """A text marker where a new game starts."""
+    logger.record("schedule/switch", f"step {step}: segment {index + 1}/{total} starts, game **{game}**")
+    logger.dump(step)
+
+
+def score_heatmap(matrix: list[list[float | None]], rows: list[str], columns: list[str], title: str) -> Any:
+    """A matplotlib figure of the score matrix: rows = after segment k, columns = games."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    data = np.array([[np.nan if v is None else v for v in row] for row in matrix], dtype=float)
+    fig, ax = plt.subplots(figsize=(1.6 + 1.1 * len(columns), 1.2 + 0.5 * len(rows)))
+    ax.imshow(np.ma.masked_invalid(data), cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(columns)), columns, rotation=30, ha="right")
+    ax.set_yticks(range(len(rows)), rows)
+    ax.set_xlabel("evaluated game")
+    ax.set_ylabel("after segment")
+    ax.set_title(title, fontsize=10)
+    for (i, j), v in np.ndenumerate(data):
+        if np.isnan(v):
+            ax.text(j, i, "not evaluated", ha="center", va="center", color="grey", fontsize=7)
+        else:
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="w", fontsize=8,
+                    bbox={"facecolor": "black", "alpha": 0.3, "linewidth": 0, "pad": 1})
+    fig.tight_layout()
+    return fig
+
+
+def log_score_heatmap(logger: Logger, matrix: list[list[float | None]], rows: list[str], columns: list[str],
+                      step: int, title: str) -> None:
+    from stable_baselines3.common.logger import Figure
+
+    logger.record("eval/score_matrix", Figure(score_heatmap(matrix, rows, columns, title), close=True),
+                  exclude=("stdout", "log", "json", "csv"))
+    logger.dump(step)

@@ -23,8 +23,10 @@ from ewc_rl.agent import EWCDQN
 from ewc_rl.config import Config
 from ewc_rl.envs import make_env
 from ewc_rl.evaluation import evaluate
+from ewc_rl.metrics import clipped_normalized_sum, metric_matrix, normalized_matrix, summarize
 from ewc_rl.penalty import Penalty
 from ewc_rl.schedule import Segment, make_schedule, unique_games
+from ewc_rl.scores import normalize
 
 SUMMARY_FORMAT = 1
 
@@ -41,6 +43,7 @@ class RunSpec:
     device: str = "auto"
     progress: bool = True
     log_every: int = 1_000
+    eval_all_games: bool = False
     command: list[str] = field(default_factory=list)
 
 
@@ -57,6 +60,7 @@ class Trainer:
         self.fisher_seconds = 0.0
         self.last_return: float | None = None
         self.pbar: tqdm | None = None
+        self.t_start = time.perf_counter()
 
     # -- pieces --------------------------------------------------------------------------------------
 
@@ -74,24 +78,35 @@ class Trainer:
         return agent
 
     def evaluate_seen(self, agent: EWCDQN, segment: Segment, logger: Logger) -> dict[str, float]:
-        """Evaluate every game trained so far (up to this segment); log and remember the mean returns."""
+        """Evaluate every game trained so far (all of the schedule's with ``eval_all_games``); log them."""
         t0 = time.perf_counter()
-        if self.pbar is not None:
-            self.pbar.set_postfix_str(f"evaluating {segment.index + 1} game(s)")
         e = self.cfg.eval
         seen = unique_games(self.schedule[: segment.index + 1])
+        games = self.columns if self.spec.eval_all_games else seen
+        if self.pbar is not None:
+            self.pbar.set_postfix_str(f"evaluating {len(games)} game(s)")
         means = {}
-        for j, game in enumerate(seen):
+        for j, game in enumerate(games):
             returns = evaluate(agent.q_net, game, self.cfg.env, episodes=e.episodes, epsilon=e.epsilon,
                                max_episode_steps=e.max_episode_steps, device=agent.device,
                                seed=self.spec.seed * 100_003 + agent.num_timesteps + j)
             means[game] = float(np.mean(returns))
             logger.record(f"eval/{game}/return", means[game])
+            norm = normalize(game, means[game])
+            if norm is not None:
+                logger.record(f"eval/{game}/normalized", norm)
             self.eval_history.append({"step": agent.num_timesteps, "segment": segment.index, "game": game,
-                                      "returns": returns, "mean": means[game]})
-        logger.record("eval/mean_return", float(np.mean(list(means.values()))))
-        logger.dump(agent.num_timesteps)
+                                      "returns": returns, "mean": means[game], "normalized": norm})
+        logger.record("eval/mean_return", float(np.mean([means[g] for g in seen])))
+        seen_norm = [n for g in seen if (n := normalize(g, means[g])) is not None]
+        if seen_norm:
+            logger.record("eval/mean_normalized", float(np.mean(seen_norm)))
+        clipped = clipped_normalized_sum([normalize(g, means[g]) for g in means])
+        if clipped is not None:
+            logger.record("eval/clipped_normalized_sum", clipped)
         self.eval_seconds += time.perf_counter() - t0
+        logger.record("eval/cost_share", self.eval_seconds / max(time.perf_counter() - self.t_start, 1e-9))
+        logger.dump(agent.num_timesteps)
         return means
 
     def _consolidate(self, agent: EWCDQN, segment: Segment, logger: Logger) -> None:
@@ -110,8 +125,14 @@ class Trainer:
             tblog.log_fisher(logger, fisher, agent.num_timesteps)
         self.fisher_seconds += time.perf_counter() - t0
 
+    def _log_heatmap(self, logger: Logger, step: int) -> None:
+        scores, units = metric_matrix(self.score_matrix, self.columns)
+        rows = [f"{k + 1}: {s.game}" for k, s in enumerate(self.schedule[: len(scores)])]
+        unit = "human-normalised" if set(units) == {"normalized"} else "normalised where known, else raw"
+        tblog.log_score_heatmap(logger, scores, rows, self.columns, step, f"score matrix ({unit})")
+
     def summary(self, wall: float, complete: bool) -> dict[str, Any]:
-        return {
+        summary = {
             "format": SUMMARY_FORMAT,
             "complete": complete,
             "agent": self.cfg.name,
@@ -130,15 +151,20 @@ class Trainer:
             "wall_time_s": round(wall, 2),
             "eval_time_s": round(self.eval_seconds, 2),
             "fisher_time_s": round(self.fisher_seconds, 2),
+            "eval_all_games": self.spec.eval_all_games,
+            "normalized_matrix": normalized_matrix(self.score_matrix, self.columns),
         }
+        summary["metrics"] = summarize(summary) if self.score_matrix else {}
+        return summary
 
     # -- the run -------------------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
         spec = self.spec
         spec.logdir.mkdir(parents=True, exist_ok=True)
-        t_start = time.perf_counter()
+        self.t_start = t_start = time.perf_counter()
         logger = tblog.create_logger(spec.logdir)
+        tblog.log_layout(logger, self.columns)
         agent = self._build_agent(logger)
         tblog.log_hparams(logger, {**self.cfg.flat(), "run.games": ",".join(spec.games),
                                    "run.steps_per_game": spec.steps_per_game, "run.cycles": spec.cycles,
@@ -153,11 +179,13 @@ class Trainer:
                     seg.game, self.cfg.env, training=True, seed=spec.seed * 1_000 + seg.index)
                 assert env is not None
                 agent.begin_segment(env, seg.game, seg.steps)
+                tblog.log_game_switch(logger, agent.num_timesteps, seg.index, seg.game, len(self.schedule))
                 self.pbar.set_description(f"[{seg.index + 1}/{len(self.schedule)}] {seg.game}")
                 callback = _SegmentCallback(self, seg, agent.num_timesteps + seg.steps)
                 agent.learn(seg.steps, callback=callback, log_interval=None, reset_num_timesteps=False)
                 means = self.evaluate_seen(agent, seg, logger)
                 self.score_matrix.append([means.get(g) for g in self.columns])
+                self._log_heatmap(logger, agent.num_timesteps)
                 if seg.index < len(self.schedule) - 1:
                     self._consolidate(agent, seg, logger)
                 agent.end_segment(seg.game, keep_replay=self.cfg.agent.keep_replay)
@@ -220,9 +248,23 @@ class _SegmentCallback(BaseCallback):
         return self.num_timesteps < self.end_step
 
 
-def fmt(x: float | None) -> str:
+def fmt(x: float | None, digits: int = 1) -> str:
     """A score for a table: ``-`` when not evaluated."""
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.1f}"
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def format_metrics(summary: dict[str, Any]) -> str:
+    """The run's continual-learning metrics as a plain-text table."""
+    m = summary["metrics"]
+    units = m["units"]
+    lines = [f"{'game':<16}{'unit':>12}{'final':>10}{'forgetting':>12}"]
+    for game in summary["columns"]:
+        lines.append(f"{game:<16}{units[game]:>12}{fmt(m['final_score'][game], 3):>10}"
+                     f"{fmt(m['forgetting'][game], 3):>12}")
+    lines.append(f"average performance: {fmt(m['average_performance'], 3)}   "
+                 f"mean forgetting: {fmt(m['mean_forgetting'], 3)}   "
+                 f"clipped normalised sum: {fmt(m['clipped_normalized_sum'], 3)}")
+    return "\n".join(lines)
 
 
 def format_score_matrix(summary: dict[str, Any]) -> str:

@@ -1,0 +1,117 @@
+"""Continual-learning metrics from a score matrix. Pure functions: no I/O, no training.
+
+R[k][j] is the score of game j (column) evaluated when training segment k ends; ``None`` where game j was
+not evaluated then. Formulas (docs/metrics.md has them with their sources):
+
+    average performance      mean_j R[K-1][j]                                        (games evaluated at the end)
+    forgetting of j          R[last segment training j][j] - R[K-1][j]                (Continual World)
+    isolated forgetting      F[k][j] = R[k-1][j] - R[k][j] for j not trained in k     (CORA)
+    forward transfer of j    (AUC_j - AUC_ref_j) / (1 - AUC_ref_j)                    (Continual World)
+    clipped normalised sum   sum_j min(N[K-1][j], 1)                                  (Kirkpatrick et al. 2017)
+
+Scores are human-normalised where a reference exists (see :mod:`ewc_rl.scores`) and raw otherwise.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ewc_rl.scores import normalize
+
+Matrix = list[list[float | None]]
+
+
+def _mean(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return sum(known) / len(known) if known else None
+
+
+def _diff(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
+
+
+def normalized_matrix(matrix: Matrix, columns: list[str]) -> Matrix:
+    """Human-normalised copy of ``matrix``; ``None`` for games without a reference score."""
+    return [[normalize(g, v) for g, v in zip(columns, row, strict=True)] for row in matrix]
+
+
+def metric_matrix(matrix: Matrix, columns: list[str]) -> tuple[Matrix, list[str]]:
+    """Normalised scores where a reference exists, raw scores elsewhere, and each column's unit."""
+    units = ["normalized" if normalize(g, 0.0) is not None else "raw" for g in columns]
+    mixed = [[normalize(g, v) if u == "normalized" else v for g, u, v in zip(columns, units, row, strict=True)]
+             for row in matrix]
+    return mixed, units
+
+
+def average_performance(matrix: Matrix) -> float | None:
+    """Mean over games of the score at the end of the whole sequence."""
+    return _mean(matrix[-1]) if matrix else None
+
+
+def forgetting(matrix: Matrix, segment_games: list[str], columns: list[str]) -> list[float | None]:
+    """Per game: score when its last training segment ends minus score at the very end."""
+    out: list[float | None] = []
+    for j, game in enumerate(columns):
+        trained = [k for k, g in enumerate(segment_games) if g == game]
+        out.append(_diff(matrix[trained[-1]][j], matrix[-1][j]) if trained else None)
+    return out
+
+
+def isolated_forgetting(matrix: Matrix, segment_games: list[str], columns: list[str]) -> Matrix:
+    """F[k][j]: how much training segment k cost game j (score just before k minus score when k ends).
+
+    Row 0 has no "before"; the game trained in segment k is not forgetting there: both are ``None``.
+    """
+    out: Matrix = [[None] * len(columns)]
+    for k in range(1, len(matrix)):
+        out.append([None if game == segment_games[k] else _diff(matrix[k - 1][j], matrix[k][j])
+                    for j, game in enumerate(columns)])
+    return out
+
+
+def clipped_normalized_sum(normalized_row: list[float | None]) -> float | None:
+    """The EWC paper's Atari metric: sum over games of the human-normalised score, each clipped to 1."""
+    known = [min(v, 1.0) for v in normalized_row if v is not None]
+    return sum(known) if known else None
+
+
+def segment_auc(eval_history: list[dict[str, Any]], game: str, segment: int) -> float | None:
+    """Mean normalised score of ``game`` over the evaluations made during training segment ``segment``."""
+    values = [normalize(game, e["mean"]) for e in eval_history if e["game"] == game and e["segment"] == segment]
+    return _mean(values)
+
+
+def forward_transfer(auc: float | None, auc_reference: float | None) -> float | None:
+    """(AUC - AUC_ref) / (1 - AUC_ref): positive when earlier games helped learn this one."""
+    if auc is None or auc_reference is None or auc_reference == 1.0:
+        return None
+    return (auc - auc_reference) / (1.0 - auc_reference)
+
+
+def summarize(summary: dict[str, Any], references: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """All metrics of one run from its summary.json; ``references`` maps games to single-game runs."""
+    columns = summary["columns"]
+    games = summary["games"][: len(summary["score_matrix"])]  # a run still going has fewer rows
+    scores, units = metric_matrix(summary["score_matrix"], columns)
+    norm = normalized_matrix(summary["score_matrix"], columns)
+    result: dict[str, Any] = {
+        "units": dict(zip(columns, units, strict=True)),
+        "average_performance": average_performance(scores),
+        "final_score": dict(zip(columns, scores[-1], strict=True)) if scores else {},
+        "final_game_score": scores[-1][columns.index(games[-1])] if scores else None,
+        "forgetting": dict(zip(columns, forgetting(scores, games, columns), strict=True)),
+        "isolated_forgetting": isolated_forgetting(scores, games, columns),
+        "clipped_normalized_sum": clipped_normalized_sum(norm[-1]) if norm else None,
+    }
+    forgetting_values = [v for v in result["forgetting"].values() if v is not None]
+    result["mean_forgetting"] = sum(forgetting_values) / len(forgetting_values) if forgetting_values else None
+    if references:
+        transfer = {}
+        for game in columns:
+            ref = references.get(game)
+            first = games.index(game)
+            auc = segment_auc(summary["eval_history"], game, first)
+            auc_ref = segment_auc(ref["eval_history"], game, 0) if ref else None
+            transfer[game] = forward_transfer(auc, auc_ref)
+        result["forward_transfer"] = transfer
+    return result

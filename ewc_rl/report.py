@@ -1,0 +1,161 @@
+"""Aggregating runs: comparison.json, comparison.md and comparison.png from the runs' summary.json files.
+
+summary.json is the single source: nothing here reads TensorBoard events, so ``ewc-rl report`` reproduces
+``comparison.json`` exactly from the run directories.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from ewc_rl.errors import UsageError
+from ewc_rl.logging import write_json
+from ewc_rl.metrics import summarize
+from ewc_rl.scores import normalize
+
+# Two-sided 95% Student-t quantiles t_{0.975, df}, df = 1..30; beyond that the normal 1.96 is close enough.
+_T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
+         2.045, 2.042]
+
+SCALARS = ("average_performance", "mean_forgetting", "clipped_normalized_sum", "final_game_score")
+
+
+def mean_ci(values: list[float | None]) -> dict[str, Any]:
+    """Mean and 95% confidence half-width (Student t) over seeds; ``ci95`` is None for one seed."""
+    known = [v for v in values if v is not None]
+    n = len(known)
+    if n == 0:
+        return {"mean": None, "ci95": None, "n": 0}
+    mean = sum(known) / n
+    if n == 1:
+        return {"mean": mean, "ci95": None, "n": 1}
+    sd = math.sqrt(sum((v - mean) ** 2 for v in known) / (n - 1))
+    t = _T975[n - 2] if n - 1 <= len(_T975) else 1.96
+    return {"mean": mean, "ci95": t * sd / math.sqrt(n), "n": n}
+
+
+def load_runs(logdir: Path) -> dict[str, dict[int, dict[str, Any]]]:
+    """Complete runs under ``logdir/<agent>/seed-<s>/summary.json``, by agent and seed."""
+    runs: dict[str, dict[int, dict[str, Any]]] = {}
+    for path in sorted(logdir.glob("*/seed-*/summary.json")):
+        summary = json.loads(path.read_text())
+        if summary.get("complete"):
+            runs.setdefault(path.parent.parent.name, {})[int(path.parent.name.removeprefix("seed-"))] = summary
+    return runs
+
+
+def aggregate(runs: dict[str, dict[int, dict[str, Any]]]) -> dict[str, Any]:
+    """Per agent: every metric as mean +- 95% CI over seeds (the content of comparison.json)."""
+    if not runs:
+        raise UsageError("no finished runs (summary.json with complete=true) under that directory")
+    first = next(iter(next(iter(runs.values())).values()))
+    columns = first["columns"]
+    out: dict[str, Any] = {"games": first["games"], "columns": columns, "steps_per_game": first["steps_per_game"],
+                           "agents": {}}
+    for agent in sorted(runs):
+        seeds = sorted(runs[agent])
+        metrics = [summarize(runs[agent][s]) for s in seeds]
+        entry: dict[str, Any] = {"seeds": seeds, "units": metrics[0]["units"]}
+        for key in SCALARS:
+            entry[key] = mean_ci([m[key] for m in metrics])
+        for key in ("forgetting", "final_score"):
+            entry[key] = {g: mean_ci([m[key].get(g) for m in metrics]) for g in columns}
+        out["agents"][agent] = entry
+    return out
+
+
+def _pm(stat: dict[str, Any]) -> str:
+    if stat["mean"] is None:
+        return "-"
+    if stat["ci95"] is None:
+        return f"{stat['mean']:.3f} (n=1)"
+    return f"{stat['mean']:.3f} ± {stat['ci95']:.3f}"
+
+
+def to_markdown(comparison: dict[str, Any]) -> str:
+    agents = comparison["agents"]
+    cols = comparison["columns"]
+    seeds = sorted({len(a["seeds"]) for a in agents.values()})
+    lines = [
+        "# Comparison",
+        "",
+        f"Sequence: {' → '.join(comparison['games'])}, {comparison['steps_per_game']} agent steps per game. "
+        f"Mean ± 95% confidence half-width (Student t) over {'/'.join(map(str, seeds))} seed(s). "
+        "Scores are human-normalised (0 = random, 1 = human) where a reference exists, raw otherwise. "
+        "Forgetting: score when the game's last training segment ended minus score at the end (higher = "
+        "more forgotten). Definitions: docs/metrics.md.",
+        "",
+        "| agent | average performance | mean forgetting | clipped normalised sum | final game |",
+        "|---|---|---|---|---|",
+    ]
+    for name, a in agents.items():
+        lines.append(f"| {name} | {_pm(a['average_performance'])} | {_pm(a['mean_forgetting'])} | "
+                     f"{_pm(a['clipped_normalized_sum'])} | {_pm(a['final_game_score'])} |")
+    for key, title in (("forgetting", "Forgetting per game"), ("final_score", "Final score per game")):
+        lines += ["", f"## {title}", "", "| agent | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+        for name, a in agents.items():
+            lines.append(f"| {name} | " + " | ".join(_pm(a[key][g]) for g in cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(runs: dict[str, dict[int, dict[str, Any]]], path: Path) -> None:
+    """Score of each game over global steps: one line per agent (mean over seeds), band = min..max."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    first = next(iter(next(iter(runs.values())).values()))
+    columns, games, steps = first["columns"], first["games"], first["steps_per_game"]
+    fig, axes = plt.subplots(1, len(columns), figsize=(4.2 * len(columns), 3.4), squeeze=False, sharex=True)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for j, game in enumerate(columns):
+        ax = axes[0][j]
+        normalised = normalize(game, 0.0) is not None
+        for i, agent in enumerate(sorted(runs)):
+            by_step: dict[int, list[float]] = {}
+            for summary in runs[agent].values():
+                for e in summary["eval_history"]:
+                    if e["game"] == game:
+                        value = e["normalized"] if normalised else e["mean"]
+                        by_step.setdefault(e["step"], []).append(value)
+            if not by_step:
+                continue
+            xs = sorted(by_step)
+            mean = [sum(by_step[x]) / len(by_step[x]) for x in xs]
+            color = colors[i % len(colors)]
+            ax.plot(xs, mean, marker="o", ms=3, color=color, ls=("-", "--", ":", "-.")[i % 4],
+                    label=f"{agent} ({len(runs[agent])} seeds)")
+            ax.fill_between(xs, [min(by_step[x]) for x in xs], [max(by_step[x]) for x in xs],
+                            color=color, alpha=0.2, linewidth=0)
+        for k, g in enumerate(games):
+            ax.axvline(k * steps, color="grey", lw=0.8, ls="--")
+            ax.text(k * steps, 1.0, f" {g}", transform=ax.get_xaxis_transform(), fontsize=7, va="bottom",
+                    rotation=0, color="grey")
+        ax.set_title(game, pad=14)
+        ax.set_xlabel("global agent step")
+        ax.set_ylabel("human-normalised score" if normalised else "return (raw)")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8, loc="best")
+    fig.suptitle("Evaluation score per game (line: mean over seeds; band: min-max; dashed: game switches)",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(logdir: Path) -> dict[str, Path]:
+    """Write comparison.json, comparison.md and comparison.png into ``logdir``."""
+    if not logdir.is_dir():
+        raise UsageError(f"no such directory: {logdir}")
+    runs = load_runs(logdir)
+    comparison = aggregate(runs)
+    paths = {"json": logdir / "comparison.json", "md": logdir / "comparison.md", "png": logdir / "comparison.png"}
+    write_json(paths["json"], comparison)
+    paths["md"].write_text(to_markdown(comparison))
+    plot(runs, paths["png"])
+    return paths

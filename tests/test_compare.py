@@ -1,0 +1,71 @@
+"""compare and report on real ALE with tiny budgets: layout, skip-on-repeat, reproducible report."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from ewc_rl.cli import main
+from ewc_rl.report import mean_ci
+
+STEPS = 300
+ARGS = ["--games", "Pong,Breakout", "--steps-per-game", str(STEPS), "--eval-every", "150", "--eval-episodes", "1",
+        "--set", "dqn.learning_starts=100", "--set", "dqn.buffer_size=1000", "--set", "dqn.target_update_interval=100",
+        "--set", "eval.max_episode_steps=120", "--set", "penalty.fisher_states=50", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def comparison(tmp_path_factory):
+    logdir = tmp_path_factory.mktemp("cmp")
+    code = main(["compare", "--agents", "dqn", "ewc", "--seeds", "0", "1", "--workers", "2",
+                 "--logdir", str(logdir), *ARGS])
+    assert code == 0
+    return logdir
+
+
+def test_grid_layout_and_report_files(comparison):
+    runs = sorted(p.relative_to(comparison).as_posix() for p in comparison.glob("*/seed-*"))
+    assert runs == ["dqn/seed-0", "dqn/seed-1", "ewc/seed-0", "ewc/seed-1"]
+    for name in ("comparison.md", "comparison.json", "comparison.png"):
+        assert (comparison / name).stat().st_size > 0
+    data = json.loads((comparison / "comparison.json").read_text())
+    assert set(data["agents"]) == {"dqn", "ewc"}
+    assert data["agents"]["ewc"]["seeds"] == [0, 1]
+    assert data["agents"]["dqn"]["average_performance"]["n"] == 2
+
+
+def test_first_game_still_evaluated_while_the_second_trains(comparison):
+    for run in comparison.glob("*/seed-*"):
+        ea = EventAccumulator(str(run), size_guidance={"scalars": 0})
+        ea.Reload()
+        assert any(e.step > STEPS for e in ea.Scalars("eval/Pong/return")), run
+
+
+def test_report_recreates_the_same_numbers(comparison, capsys):
+    before = (comparison / "comparison.json").read_text()
+    (comparison / "comparison.json").unlink()
+    assert main(["report", str(comparison)]) == 0
+    assert (comparison / "comparison.json").read_text() == before
+
+
+def test_repeat_skips_finished_runs(comparison, capsys):
+    stamps = {p: p.stat().st_mtime_ns for p in comparison.glob("*/seed-*/summary.json")}
+    assert main(["compare", "--agents", "dqn", "ewc", "--seeds", "0", "1", "--logdir", str(comparison), *ARGS]) == 0
+    assert "4 of 4 runs already finished: skipped" in capsys.readouterr().err
+    assert stamps == {p: p.stat().st_mtime_ns for p in comparison.glob("*/seed-*/summary.json")}
+
+
+def test_other_settings_in_the_same_directory_are_refused(comparison, capsys):
+    args = [a if a != str(STEPS) else "400" for a in ARGS]
+    assert main(["compare", "--agents", "dqn", "--logdir", str(comparison), *args]) == 2
+    assert "steps_per_game differ" in capsys.readouterr().err
+
+
+def test_mean_ci_uses_student_t():
+    stat = mean_ci([1.0, 2.0, 3.0, None])
+    assert stat["mean"] == 2.0 and stat["n"] == 3
+    assert stat["ci95"] == pytest.approx(4.303 * 1.0 / 3**0.5)
+    assert mean_ci([5.0])["ci95"] is None
+    assert mean_ci([None])["mean"] is None

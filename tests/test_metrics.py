@@ -1,0 +1,74 @@
+"""Metric functions on hand-made score matrices with answers worked out by hand."""
+
+from __future__ import annotations
+
+import pytest
+
+from ewc_rl import metrics
+from ewc_rl.scores import normalize
+
+# Three segments A, B, A (a revisit) over games A, B, C; C is never trained and never evaluated.
+GAMES = ["A", "B", "A"]
+COLS = ["A", "B", "C"]
+R = [
+    [5.0, None, None],
+    [2.0, 8.0, None],
+    [6.0, 3.0, None],
+]
+
+
+def test_average_performance_ignores_games_never_evaluated():
+    assert metrics.average_performance(R) == pytest.approx((6.0 + 3.0) / 2)
+    assert metrics.average_performance([[None, None]]) is None
+    assert metrics.average_performance([]) is None
+
+
+def test_forgetting_uses_the_last_training_segment():
+    # A: last trained in segment 2 -> 6 - 6 = 0; B: trained in segment 1 -> 8 - 3 = 5; C: never trained
+    assert metrics.forgetting(R, GAMES, COLS) == [0.0, 5.0, None]
+
+
+def test_isolated_forgetting_matrix():
+    F = metrics.isolated_forgetting(R, GAMES, COLS)
+    assert F[0] == [None, None, None]
+    assert F[1] == [3.0, None, None]   # segment 1 (B) cost A 5 -> 2; B itself is not forgetting
+    assert F[2] == [None, 5.0, None]   # segment 2 (A) cost B 8 -> 3; B was not evaluated before segment 1
+
+
+def test_clipped_normalized_sum_clips_each_game_at_one():
+    assert metrics.clipped_normalized_sum([0.5, 2.0, None, -0.25]) == pytest.approx(0.5 + 1.0 - 0.25)
+    assert metrics.clipped_normalized_sum([None]) is None
+
+
+def test_human_normalisation_uses_the_table_and_never_invents():
+    assert normalize("Pong", -20.7) == pytest.approx(0.0)
+    assert normalize("Pong", 14.6) == pytest.approx(1.0)
+    assert normalize("Breakout", 16.1) == pytest.approx((16.1 - 1.7) / (30.5 - 1.7))
+    assert normalize("Tetris", 100.0) is None
+
+
+def test_forward_transfer():
+    assert metrics.forward_transfer(0.6, 0.2) == pytest.approx(0.5)
+    assert metrics.forward_transfer(0.1, 0.2) == pytest.approx(-0.125)
+    assert metrics.forward_transfer(None, 0.2) is None
+    assert metrics.forward_transfer(0.5, 1.0) is None
+
+
+def test_summarize_mixes_normalised_and_raw_columns():
+    summary = {
+        "games": ["Pong", "Tetris"], "columns": ["Pong", "Tetris"],
+        "score_matrix": [[-3.05, None], [-20.7, 40.0]],
+        "eval_history": [
+            {"game": "Pong", "segment": 0, "mean": -20.7, "step": 100},
+            {"game": "Pong", "segment": 0, "mean": -3.05, "step": 200},
+        ],
+    }
+    ref = {"eval_history": [{"game": "Pong", "segment": 0, "mean": -20.7, "step": 200}]}
+    m = metrics.summarize(summary, references={"Pong": ref})
+    assert m["units"] == {"Pong": "normalized", "Tetris": "raw"}
+    assert m["forgetting"]["Pong"] == pytest.approx(0.5)          # 0.5 -> 0.0 normalised
+    assert m["forgetting"]["Tetris"] == 0.0
+    assert m["clipped_normalized_sum"] == pytest.approx(0.0)      # Tetris has no reference: left out
+    assert m["final_game_score"] == 40.0
+    assert m["forward_transfer"]["Pong"] == pytest.approx(0.25)    # AUC 0.25 vs reference 0
+    assert m["forward_transfer"]["Tetris"] is None
