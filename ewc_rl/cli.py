@@ -118,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "comparison.json, comparison.md and comparison.png.",
     )
     report.add_argument("logdir", type=Path, metavar="LOGDIR")
+    report.add_argument("--reference", type=Path, default=None, metavar="DIR",
+                        help="single-game runs (e.g. a compare with one game each) for forward transfer")
     return parser
 
 
@@ -179,7 +181,7 @@ def _compare(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from ewc_rl.report import write_report
 
-    paths = write_report(args.logdir)
+    paths = write_report(args.logdir, args.reference)
     print(paths["md"].read_text())
     print(f"report: {paths['md']}, {paths['json']}, {paths['png']}")
     return 0

@@ -48,7 +48,20 @@ def load_runs(logdir: Path) -> dict[str, dict[int, dict[str, Any]]]:
     return runs
 
 
-def aggregate(runs: dict[str, dict[int, dict[str, Any]]]) -> dict[str, Any]:
+def load_references(refdir: Path) -> dict[str, dict[str, Any]]:
+    """Single-game runs under ``refdir`` (any depth), by game: the baselines of forward transfer."""
+    refs: dict[str, dict[str, Any]] = {}
+    for path in sorted(refdir.glob("**/summary.json")):
+        summary = json.loads(path.read_text())
+        if summary.get("complete") and len(set(summary["games"])) == 1:
+            refs.setdefault(summary["games"][0], summary)
+    if not refs:
+        raise UsageError(f"no finished single-game runs under {refdir} to use as forward-transfer references")
+    return refs
+
+
+def aggregate(runs: dict[str, dict[int, dict[str, Any]]],
+              references: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Per agent: every metric as mean +- 95% CI over seeds (the content of comparison.json)."""
     if not runs:
         raise UsageError("no finished runs (summary.json with complete=true) under that directory")
@@ -58,11 +71,11 @@ def aggregate(runs: dict[str, dict[int, dict[str, Any]]]) -> dict[str, Any]:
                            "agents": {}}
     for agent in sorted(runs):
         seeds = sorted(runs[agent])
-        metrics = [summarize(runs[agent][s]) for s in seeds]
+        metrics = [summarize(runs[agent][s], references) for s in seeds]
         entry: dict[str, Any] = {"seeds": seeds, "units": metrics[0]["units"]}
         for key in SCALARS:
             entry[key] = mean_ci([m[key] for m in metrics])
-        for key in ("forgetting", "final_score"):
+        for key in ("forgetting", "final_score") + (("forward_transfer",) if references else ()):
             entry[key] = {g: mean_ci([m[key].get(g) for m in metrics]) for g in columns}
         out["agents"][agent] = entry
     return out
@@ -95,7 +108,11 @@ def to_markdown(comparison: dict[str, Any]) -> str:
     for name, a in agents.items():
         lines.append(f"| {name} | {_pm(a['average_performance'])} | {_pm(a['mean_forgetting'])} | "
                      f"{_pm(a['clipped_normalized_sum'])} | {_pm(a['final_game_score'])} |")
-    for key, title in (("forgetting", "Forgetting per game"), ("final_score", "Final score per game")):
+    tables = [("forgetting", "Forgetting per game"), ("final_score", "Final score per game"),
+              ("forward_transfer", "Forward transfer per game (vs single-game reference runs)")]
+    for key, title in tables:
+        if key not in next(iter(agents.values())):
+            continue
         lines += ["", f"## {title}", "", "| agent | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
         for name, a in agents.items():
             lines.append(f"| {name} | " + " | ".join(_pm(a[key][g]) for g in cols) + " |")
@@ -148,12 +165,12 @@ def plot(runs: dict[str, dict[int, dict[str, Any]]], path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(logdir: Path) -> dict[str, Path]:
+def write_report(logdir: Path, reference_dir: Path | None = None) -> dict[str, Path]:
     """Write comparison.json, comparison.md and comparison.png into ``logdir``."""
     if not logdir.is_dir():
         raise UsageError(f"no such directory: {logdir}")
     runs = load_runs(logdir)
-    comparison = aggregate(runs)
+    comparison = aggregate(runs, load_references(reference_dir) if reference_dir else None)
     paths = {"json": logdir / "comparison.json", "md": logdir / "comparison.md", "png": logdir / "comparison.png"}
     write_json(paths["json"], comparison)
     paths["md"].write_text(to_markdown(comparison))

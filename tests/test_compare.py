@@ -69,3 +69,25 @@ def test_mean_ci_uses_student_t():
     assert stat["ci95"] == pytest.approx(4.303 * 1.0 / 3**0.5)
     assert mean_ci([5.0])["ci95"] is None
     assert mean_ci([None])["mean"] is None
+
+
+def test_report_with_single_game_references_adds_forward_transfer(comparison, tmp_path):
+    ref = tmp_path / "ref" / "Pong"
+    ref.mkdir(parents=True)
+    history = [{"step": 150, "segment": 0, "game": "Pong", "mean": -20.7, "returns": [-20.7], "normalized": 0.0}]
+    (ref / "summary.json").write_text(json.dumps({"complete": True, "games": ["Pong"], "eval_history": history}))
+    assert main(["report", str(comparison), "--reference", str(tmp_path / "ref")]) == 0
+    data = json.loads((comparison / "comparison.json").read_text())
+    pong = data["agents"]["dqn"]["forward_transfer"]["Pong"]
+    assert pong["n"] == 2 and pong["mean"] is not None
+    assert data["agents"]["dqn"]["forward_transfer"]["Breakout"]["mean"] is None  # no reference for it
+    assert "Forward transfer per game" in (comparison / "comparison.md").read_text()
+    assert main(["report", str(comparison)]) == 0  # and back, without references
+
+
+def test_report_errors_are_one_line(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"ewc-rl: error: no such directory: {tmp_path / 'missing'}",
+                   "ewc-rl: error: no finished runs (summary.json with complete=true) under that directory"]
