@@ -112,6 +112,16 @@ def build_parser() -> argparse.ArgumentParser:
                          help="runs at once; torch threads are divided between them (default: 2)")
     compare.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+    rand = sub.add_parser(
+        "random-scores", help="measure a uniformly random policy's score per game (normalisation baselines)",
+        description="Play each game with uniformly random actions (the evaluator with epsilon = 1) and print "
+                    "the mean return with its 95%% interval over all episodes.",
+    )
+    rand.add_argument("--games", required=True, metavar="G1,G2,...")
+    rand.add_argument("--episodes", type=_positive_int, default=100, metavar="K", help="episodes per seed")
+    rand.add_argument("--seeds", nargs="+", type=_nonnegative_int, default=[0], metavar="S")
+    rand.add_argument("--max-episode-steps", type=_positive_int, default=27_000, metavar="N")
+
     report = sub.add_parser(
         "report", help="(re)write comparison.md/.json/.png from a comparison's summary.json files",
         description="Aggregate the finished runs under LOGDIR (<agent>/seed-<s>/summary.json) into "
@@ -127,12 +137,14 @@ def _train(args: argparse.Namespace, argv: list[str]) -> int:
     # Heavy imports only once arguments are known to be valid, so `--help` and errors are instant.
     import torch as th
 
+    from ewc_rl import networks
     from ewc_rl.config import load_config
-    from ewc_rl.envs import parse_games
+    from ewc_rl.envs import parse_games, suite
     from ewc_rl.trainer import RunSpec, Trainer, format_metrics, format_score_matrix
 
     cfg = load_config(args.agent, _overrides(args))
     games = parse_games(args.games)
+    networks.resolve(cfg.agent.network, suite(games[0]))
     _check_device(args.device)
     logdir: Path = args.logdir or Path("runs") / f"{cfg.name}-{datetime.now():%Y%m%d-%H%M%S}"
     if logdir.exists() and (not logdir.is_dir() or any(logdir.iterdir())):
@@ -154,14 +166,15 @@ def _train(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
+    from ewc_rl import networks
     from ewc_rl.compare import GridSpec, run_grid
     from ewc_rl.config import load_config
-    from ewc_rl.envs import parse_games
+    from ewc_rl.envs import parse_games, suite
     from ewc_rl.report import write_report
 
-    for agent in args.agents:  # every agent file and override checked before anything starts
-        load_config(agent, _overrides(args))
     games = parse_games(args.games)
+    for agent in args.agents:  # every agent file and override checked before anything starts
+        networks.resolve(load_config(agent, _overrides(args)).agent.network, suite(games[0]))
     _check_device(args.device)
     spec = GridSpec(agents=list(args.agents), seeds=list(args.seeds), games=games,
                     steps_per_game=args.steps_per_game, cycles=args.cycles, overrides=list(args.overrides),
@@ -175,6 +188,32 @@ def _compare(args: argparse.Namespace) -> int:
     if failed:
         print(f"ewc-rl: {failed} run(s) failed; their logs are in {args.logdir / 'logs'}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _random_scores(args: argparse.Namespace) -> int:
+    import torch as th
+
+    from ewc_rl.config import EnvConfig
+    from ewc_rl.envs import parse_games
+    from ewc_rl.evaluation import evaluate
+    from ewc_rl.report import mean_ci
+
+    class Indifferent(th.nn.Module):
+        """Equal Q-values: with epsilon = 1 the evaluator then plays uniformly random actions."""
+
+        def forward(self, obs: th.Tensor) -> th.Tensor:
+            return th.zeros(obs.shape[0], 1)
+
+    games = parse_games(args.games)
+    uniform = Indifferent()
+    print(f"{'game':<24}{'episodes':>9}{'mean':>10}{'95% CI':>10}")
+    for game in games:
+        returns = [r for seed in args.seeds for r in evaluate(
+            uniform, game, EnvConfig(), episodes=args.episodes, epsilon=1.0,
+            max_episode_steps=args.max_episode_steps, seed=seed)]
+        stat = mean_ci(returns)
+        print(f"{game:<24}{len(returns):>9}{stat['mean']:>10.3f}{stat['ci95'] or 0:>10.3f}")
     return 0
 
 
@@ -197,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
             return _compare(args)
         if args.command == "report":
             return _report(args)
+        if args.command == "random-scores":
+            return _random_scores(args)
     except UsageError as exc:
         print(f"ewc-rl: error: {exc}", file=sys.stderr)
         return 2

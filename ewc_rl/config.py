@@ -57,6 +57,7 @@ class DQNConfig:
 class AgentConfig:
     """What ewc_rl adds around SB3's DQN."""
 
+    network: str = _opt("auto", choices=("auto", "nature", "minatar"))
     double_dqn: bool = _opt(True)
     per_game_replay: bool = _opt(True)
     keep_replay: bool = _opt(False)

@@ -1,4 +1,8 @@
-"""Game names -> environments with one interface: (4, 84, 84) uint8 frames and the full 18-action set.
+"""Game names -> environments. Every game of a suite has one interface, so one network plays them all:
+
+* ALE (``Pong``, ``SpaceInvaders``, ...): (4, 84, 84) uint8 frames, the full 18-action set;
+* MinAtar (``MinAtar/Breakout``, ...): (10, 10, 10) {0, 1} planes, channel-first, each game's channels
+  zero-padded to the 10 of the richest game, the full 6-action set.
 
 Atari games run in ale-py's native vector environment (preprocessing, frame stacking and no-op starts
 in C++, no OpenCV needed), wrapped as a stable-baselines3 ``VecEnv`` so SB3's DQN drives it directly.
@@ -22,6 +26,10 @@ from ewc_rl.config import EnvConfig
 from ewc_rl.errors import UsageError
 
 N_ACTIONS = 18
+MINATAR_PREFIX = "MinAtar/"
+MINATAR_GAMES = ("Asterix", "Breakout", "Freeway", "Seaquest", "SpaceInvaders")
+MINATAR_CHANNELS = 10
+MINATAR_ACTIONS = 6
 
 
 class UnknownGameError(UsageError):
@@ -36,8 +44,25 @@ def atari_games() -> dict[str, str]:
     return {"".join(p.capitalize() for p in rom.split("_")): rom for rom in roms.get_all_rom_ids()}
 
 
+def suite(game: str) -> str:
+    """``"minatar"`` or ``"atari"``, from a canonical game name."""
+    return "minatar" if game.startswith(MINATAR_PREFIX) else "atari"
+
+
+def _canonical_minatar(name: str) -> str:
+    rest = name[len(MINATAR_PREFIX):].strip()
+    by_lower = {g.lower(): g for g in MINATAR_GAMES}
+    if rest.lower().replace("_", "") in by_lower:
+        return MINATAR_PREFIX + by_lower[rest.lower().replace("_", "")]
+    close = difflib.get_close_matches(rest, list(MINATAR_GAMES), n=3, cutoff=0.4)
+    hint = f"; closest: {', '.join(MINATAR_PREFIX + c for c in close)}" if close else ""
+    raise UnknownGameError(f"unknown game '{name}'{hint} (MinAtar games: {', '.join(MINATAR_GAMES)})")
+
+
 def canonical_game(name: str) -> str:
     """Validate a game name and return its canonical spelling (case and underscores are forgiven)."""
+    if name.lower().startswith(MINATAR_PREFIX.lower()):
+        return _canonical_minatar(MINATAR_PREFIX + name[len(MINATAR_PREFIX):])
     games = atari_games()
     if name in games:
         return name
@@ -56,7 +81,12 @@ def parse_games(text: str) -> list[str]:
     names = [g.strip() for g in text.split(",") if g.strip()]
     if not names:
         raise UsageError("--games needs at least one game name")
-    return [canonical_game(n) for n in names]
+    games = [canonical_game(n) for n in names]
+    suites = {suite(g) for g in games}
+    if len(suites) > 1:
+        raise UsageError("--games mixes ALE and MinAtar games, whose observations differ (4x84x84 frames vs "
+                         "10x10x10 planes) so one network cannot play both; use one suite per sequence")
+    return games
 
 
 class AtariVecEnv(VecEnv):
@@ -145,7 +175,64 @@ class AtariVecEnv(VecEnv):
         return [False] * len(self._get_indices(indices))
 
 
+class MinAtarPlanes(gym.ObservationWrapper):
+    """(10, 10, C) bool -> (10, 10, 10) uint8 channel-first, zero-padded: one shape for every MinAtar game."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self.observation_space = gym.spaces.Box(0, 1, (MINATAR_CHANNELS, 10, 10), np.uint8)
+
+    def observation(self, observation: np.ndarray) -> np.ndarray:
+        planes = np.zeros((MINATAR_CHANNELS, 10, 10), dtype=np.uint8)
+        planes[: observation.shape[-1]] = np.moveaxis(observation, -1, 0)
+        return planes
+
+
+@functools.cache
+def _register_minatar() -> None:
+    import logging
+
+    try:
+        logging.disable(logging.WARNING)  # minatar.gym warns about seaborn, needed only for pixel rendering
+        import minatar.gym
+    except ImportError:
+        raise UsageError('MinAtar games need the minatar package: pip install "ewc_rl[minatar]"') from None
+    finally:
+        logging.disable(logging.NOTSET)
+    minatar.gym.register_envs()
+
+
+def _minatar_env(game: str, cfg: EnvConfig, *, training: bool, seed: int, max_episode_steps: int) -> gym.Env:
+    from gymnasium.wrappers import TimeLimit
+    from stable_baselines3.common.atari_wrappers import ClipRewardEnv
+    from stable_baselines3.common.monitor import Monitor
+
+    env = gym.make(f"{game}-v1", use_minimal_action_set=False, sticky_action_prob=cfg.repeat_action_probability)
+    env = Monitor(TimeLimit(env.unwrapped, max_episode_steps))  # Monitor: raw returns for "episode" infos
+    env = MinAtarPlanes(env)
+    if training:
+        env = ClipRewardEnv(env)
+    env.reset(seed=seed)
+    return env
+
+
+def observation_shape(game: str, cfg: EnvConfig) -> tuple[int, ...]:
+    """The observation shape of ``game``'s suite."""
+    if suite(game) == "minatar":
+        return (MINATAR_CHANNELS, 10, 10)
+    return (cfg.frame_stack, cfg.screen_size, cfg.screen_size)
+
+
 def make_env(game: str, cfg: EnvConfig, *, training: bool, n_envs: int = 1, seed: int | None = None,
              max_episode_steps: int = 27_000) -> VecEnv:
     """The environment for ``game``: a training env (clipped rewards) or an evaluation env (raw rewards)."""
+    if suite(game) == "minatar":
+        from stable_baselines3.common.vec_env import DummyVecEnv
+
+        _register_minatar()
+        base = 0 if seed is None else seed
+        vec = DummyVecEnv([functools.partial(_minatar_env, game, cfg, training=training, seed=base + i,
+                                             max_episode_steps=max_episode_steps) for i in range(n_envs)])
+        vec.seed(base)
+        return vec
     return AtariVecEnv(game, n_envs, cfg, training=training, seed=seed, max_episode_steps=max_episode_steps)

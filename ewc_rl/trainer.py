@@ -19,9 +19,10 @@ from stable_baselines3.common.logger import Logger
 from tqdm import tqdm
 
 from ewc_rl import logging as tblog
+from ewc_rl import networks
 from ewc_rl.agent import EWCDQN
 from ewc_rl.config import Config
-from ewc_rl.envs import make_env
+from ewc_rl.envs import make_env, suite
 from ewc_rl.evaluation import evaluate
 from ewc_rl.metrics import clipped_normalized_sum, metric_matrix, normalized_matrix, summarize
 from ewc_rl.penalty import Penalty
@@ -68,8 +69,10 @@ class Trainer:
         c = self.cfg
         env = make_env(self.schedule[0].game, c.env, training=True, seed=self.spec.seed)
         penalty = Penalty(c.penalty.kind, c.penalty.lam, c.penalty.decay, c.penalty.normalize)
+        network = networks.resolve(c.agent.network, suite(self.schedule[0].game))
         agent = EWCDQN(
-            "CnnPolicy", env, penalty=penalty, double_dqn=c.agent.double_dqn,
+            "CnnPolicy", env, penalty=penalty, policy_kwargs=networks.policy_kwargs(network),
+             double_dqn=c.agent.double_dqn,
             per_game_replay=c.agent.per_game_replay, seed=self.spec.seed, device=self.spec.device,
             replay_buffer_kwargs={"handle_timeout_termination": not c.dqn.optimize_memory_usage},
             **vars(c.dqn),

@@ -92,3 +92,31 @@ def test_existing_run_directory_is_left_alone(tmp_path, capsys):
     assert "already holds files" in capsys.readouterr().err
     assert [p.name for p in logdir.iterdir()] == ["summary.json"]
     assert (logdir / "summary.json").read_text() == "{}"
+
+
+def test_minatar_ewc_run_through_train(tmp_path):
+    logdir = tmp_path / "run"
+    args = ["train", "--agent", "minatar-ewc", "--games", "MinAtar/Breakout,MinAtar/SpaceInvaders",
+            "--steps-per-game", "400", "--eval-every", "200", "--eval-episodes", "2", "--no-progress",
+            "--set", "dqn.learning_starts=100", "--set", "penalty.fisher_states=100", "--logdir", str(logdir)]
+    assert main(args) == 0
+    summary = json.loads((logdir / "summary.json").read_text())
+    assert summary["complete"] and summary["columns"] == ["MinAtar/Breakout", "MinAtar/SpaceInvaders"]
+    assert len(summary["score_matrix"]) == 2 and None not in summary["score_matrix"][1]
+    assert summary["settings"]["agent"]["network"] == "minatar"
+    scalars, histograms = _scalars(logdir)
+    assert any(v > 0 for s, v in scalars["train/penalty"] if s > 400)
+    assert any(h.startswith("fisher/features_extractor.net") for h in histograms)
+
+
+def test_atari_network_on_minatar_is_refused_before_writing(tmp_path, capsys):
+    logdir = tmp_path / "run"
+    assert main(["train", "--agent", "ewc", "--games", "MinAtar/Breakout", "--set", "agent.network=nature",
+                 "--logdir", str(logdir)]) == 2
+    assert "agent.network = 'nature'" in capsys.readouterr().err and not logdir.exists()
+
+
+def test_random_scores(capsys):
+    assert main(["random-scores", "--games", "MinAtar/Breakout", "--episodes", "5", "--max-episode-steps", "500"]) == 0
+    line = capsys.readouterr().out.splitlines()[1].split()
+    assert line[0] == "MinAtar/Breakout" and line[1] == "5" and float(line[2]) >= 0

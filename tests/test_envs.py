@@ -29,7 +29,7 @@ def _random_play(env, steps, seed=0):
     env.reset()
     out = []
     for _ in range(steps):
-        obs, reward, done, info = env.step(rng.integers(0, 18, size=env.num_envs))
+        obs, reward, done, info = env.step(rng.integers(0, env.action_space.n, size=env.num_envs))
         out.append((obs, reward, done, info))
     return out
 
@@ -75,3 +75,39 @@ def test_episode_cap_truncates():
     assert done_at == 49
     assert steps[done_at][3][0]["TimeLimit.truncated"] is True
     env.close()
+
+
+def test_minatar_names_and_suites():
+    from ewc_rl.envs import suite
+
+    assert parse_games("minatar/breakout, MinAtar/space_invaders") == [
+        "MinAtar/Breakout", "MinAtar/SpaceInvaders"]
+    assert suite("MinAtar/Breakout") == "minatar" and suite("Pong") == "atari"
+    with pytest.raises(UnknownGameError, match="closest: MinAtar/Breakout"):
+        canonical_game("MinAtar/Breakou")
+
+
+def test_mixing_suites_is_refused():
+    from ewc_rl.errors import UsageError
+
+    with pytest.raises(UsageError, match="mixes ALE and MinAtar games"):
+        parse_games("MinAtar/Breakout,Pong")
+
+
+def test_minatar_games_share_one_padded_interface():
+    for game, channels in (("MinAtar/Breakout", 4), ("MinAtar/Seaquest", 10)):
+        env = make_env(game, EnvConfig(), training=False, seed=0, n_envs=2)
+        assert env.observation_space.shape == (10, 10, 10) and env.action_space.n == 6
+        obs = env.reset()
+        assert obs.shape == (2, 10, 10, 10) and obs.dtype == np.uint8 and obs.max() <= 1
+        assert not obs[:, channels:].any()  # padding planes stay empty
+        steps = _random_play(env, 300)
+        assert any(d.any() for _, _, d, _ in steps)
+        env.close()
+
+
+def test_minatar_training_rewards_clipped_evaluation_raw():
+    env = make_env("MinAtar/SpaceInvaders", EnvConfig(), training=False, seed=0, max_episode_steps=2000)
+    steps = _random_play(env, 600)
+    ends = [i for i, (_, _, d, _) in enumerate(steps) if d[0]]
+    assert ends and steps[ends[0]][3][0]["episode"]["r"] == sum(float(r[0]) for _, r, _, _ in steps[: ends[0] + 1])
