@@ -108,7 +108,9 @@ def score_heatmap(matrix: list[list[float | None]], rows: list[str], columns: li
     import numpy as np
 
     data = np.array([[np.nan if v is None else v for v in row] for row in matrix], dtype=float)
-    fig, ax = plt.subplots(figsize=(1.6 + 1.1 * len(columns), 1.2 + 0.5 * len(rows)))
+    longest = max(len(r) for r in rows)
+    fig, ax = plt.subplots(figsize=(1.5 + 0.08 * longest + 1.3 * len(columns), 1.8 + 0.5 * len(rows)),
+                           layout="constrained")
     ax.imshow(np.ma.masked_invalid(data), cmap="viridis", aspect="auto")
     ax.set_xticks(range(len(columns)), columns, rotation=30, ha="right")
     ax.set_yticks(range(len(rows)), rows)
@@ -121,7 +123,6 @@ def score_heatmap(matrix: list[list[float | None]], rows: list[str], columns: li
         else:
             ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="w", fontsize=8,
                     bbox={"facecolor": "black", "alpha": 0.3, "linewidth": 0, "pad": 1})
-    fig.tight_layout()
     return fig
 
 

@@ -98,7 +98,8 @@ def to_markdown(comparison: dict[str, Any]) -> str:
         "",
         f"Sequence: {' → '.join(comparison['games'])}, {comparison['steps_per_game']} agent steps per game. "
         f"Mean ± 95% confidence half-width (Student t) over {'/'.join(map(str, seeds))} seed(s). "
-        "Scores are human-normalised (0 = random, 1 = human) where a reference exists, raw otherwise. "
+        "Scores are normalised (0 = random policy, 1 = reference: human for Atari, a single-game agent for "
+        "MinAtar; ewc_rl/scores.py) where a reference exists, raw otherwise. "
         "Forgetting: score when the game's last training segment ended minus score at the end (higher = "
         "more forgotten). Definitions: docs/metrics.md.",
         "",
@@ -155,7 +156,7 @@ def plot(runs: dict[str, dict[int, dict[str, Any]]], path: Path) -> None:
                     rotation=0, color="grey")
         ax.set_title(game, pad=14)
         ax.set_xlabel("global agent step")
-        ax.set_ylabel("human-normalised score" if normalised else "return (raw)")
+        ax.set_ylabel("normalised score" if normalised else "return (raw)")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8, loc="best")
     fig.suptitle("Evaluation score per game (line: mean over seeds; band: min-max; dashed: game switches)",

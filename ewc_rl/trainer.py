@@ -72,8 +72,8 @@ class Trainer:
         network = networks.resolve(c.agent.network, suite(self.schedule[0].game))
         agent = EWCDQN(
             "CnnPolicy", env, penalty=penalty, policy_kwargs=networks.policy_kwargs(network),
-             double_dqn=c.agent.double_dqn,
-            per_game_replay=c.agent.per_game_replay, seed=self.spec.seed, device=self.spec.device,
+            double_dqn=c.agent.double_dqn, per_game_replay=c.agent.per_game_replay, seed=self.spec.seed,
+            device=self.spec.device,
             replay_buffer_kwargs={"handle_timeout_termination": not c.dqn.optimize_memory_usage},
             **vars(c.dqn),
         )
@@ -131,7 +131,8 @@ class Trainer:
     def _log_heatmap(self, logger: Logger, step: int) -> None:
         scores, units = metric_matrix(self.score_matrix, self.columns)
         rows = [f"{k + 1}: {s.game}" for k, s in enumerate(self.schedule[: len(scores)])]
-        unit = "human-normalised" if set(units) == {"normalized"} else "normalised where known, else raw"
+        unit = {frozenset({"normalized"}): "normalised", frozenset({"raw"}): "raw"}.get(
+            frozenset(units), "normalised where known, else raw")
         tblog.log_score_heatmap(logger, scores, rows, self.columns, step, f"score matrix ({unit})")
 
     def summary(self, wall: float, complete: bool) -> dict[str, Any]:
