@@ -6,7 +6,9 @@
 * :meth:`begin_segment`: a new game restarts the epsilon schedule and the warm-up (``learning_starts``)
   relative to the segment's first step, and switches to that game's replay memory, while the global
   step counter and the TensorBoard run go on;
-* :meth:`estimate_fisher`: the policy Fisher of the current Q-network over replay states.
+* :meth:`estimate_fisher`: the policy Fisher of the current Q-network over replay states;
+* :meth:`checkpoint_state` / :meth:`restore_checkpoint`: everything a resume needs, as JSON values,
+  tensors and raw arrays (no pickled objects; see :mod:`ewc_rl.checkpoints`).
 """
 
 from __future__ import annotations
@@ -34,10 +36,12 @@ class EWCDQN(DQN):
     """SB3 DQN + consolidation penalty + Double DQN + per-game epsilon, warm-up and replay."""
 
     def __init__(self, policy: Any, env: Any, *, penalty: Penalty | None = None, double_dqn: bool = False,
-                 per_game_replay: bool = True, **kwargs: Any) -> None:
+                 per_game_replay: bool = True, skip_nonfinite: bool = False, **kwargs: Any) -> None:
         self.penalty = penalty if penalty is not None else Penalty("none")
         self.double_dqn = double_dqn
         self.per_game_replay = per_game_replay
+        self.skip_nonfinite = skip_nonfinite
+        self.skipped_updates = 0
         self.segment_start = 0
         self.segment_steps = 0
         self.base_learning_starts = int(kwargs.get("learning_starts", 100))
@@ -49,16 +53,27 @@ class EWCDQN(DQN):
 
     # -- phases --------------------------------------------------------------------------------------
 
-    def begin_segment(self, env: VecEnv, game: str, steps: int) -> None:
-        """Start training on ``game`` for ``steps`` agent steps from the current global step."""
+    def begin_segment(self, env: VecEnv, game: str, steps: int, start: int | None = None) -> None:
+        """Train on ``game`` for ``steps`` agent steps counted from global step ``start`` (default: now).
+
+        A ``start`` in the past resumes a segment: epsilon continues where it was, and the warm-up
+        re-collects ``learning_starts`` transitions unless the game's replay memory was restored.
+        """
         if env is not self.env:
             self.set_env(env)
-        self.segment_start = self.num_timesteps
+        self.segment_start = self.num_timesteps if start is None else start
         self.segment_steps = steps
-        self.learning_starts = self.num_timesteps + self.base_learning_starts
+        restored = game in self.kept_replays and self.kept_replays[game].size() > 0
+        warm_from = self.segment_start if restored else self.num_timesteps
+        self.learning_starts = warm_from + self.base_learning_starts
         if self.per_game_replay:
             self.replay_buffer = self.kept_replays.pop(game, None) or self._new_replay_buffer()
-        self.exploration_rate = self.exploration_schedule(1.0)
+        self.exploration_rate = self.exploration_schedule(self._segment_progress_remaining())
+
+    def _segment_progress_remaining(self) -> float:
+        if not self.segment_steps:
+            return self._current_progress_remaining
+        return max(1.0 - (self.num_timesteps - self.segment_start) / self.segment_steps, 0.0)
 
     def end_segment(self, game: str, keep_replay: bool) -> None:
         """Keep the finished game's memory for a revisit, or free it."""
@@ -80,11 +95,7 @@ class EWCDQN(DQN):
         if self._n_calls % max(self.target_update_interval // self.n_envs, 1) == 0:
             polyak_update(self.q_net.parameters(), self.q_net_target.parameters(), self.tau)
             polyak_update(self.batch_norm_stats, self.batch_norm_stats_target, 1.0)
-        if self.segment_steps:
-            progress_remaining = 1.0 - (self.num_timesteps - self.segment_start) / self.segment_steps
-        else:
-            progress_remaining = self._current_progress_remaining
-        self.exploration_rate = self.exploration_schedule(max(progress_remaining, 0.0))
+        self.exploration_rate = self.exploration_schedule(self._segment_progress_remaining())
 
     # -- learning ------------------------------------------------------------------------------------
 
@@ -113,6 +124,10 @@ class EWCDQN(DQN):
             loss = td_loss + penalty
             td_value, penalty_value = td_loss.item(), penalty.item()
             if not (np.isfinite(td_value) and np.isfinite(penalty_value)):
+                if self.skip_nonfinite:
+                    self.skipped_updates += 1
+                    self.logger.record("train/skipped_updates", self.skipped_updates)
+                    continue
                 raise NonFiniteLossError(
                     f"non-finite loss at step {self.num_timesteps}: td_loss={td_value}, penalty={penalty_value}")
             self.policy.optimizer.zero_grad()
@@ -148,3 +163,63 @@ class EWCDQN(DQN):
     def consolidate(self, game: str, fisher: dict[str, th.Tensor] | None) -> None:
         """Anchor the penalty at the current parameters for ``game``."""
         self.penalty.consolidate(game, dict(self.q_net.named_parameters()), fisher)
+
+    # -- checkpoints ---------------------------------------------------------------------------------
+
+    _COUNTERS = ("num_timesteps", "_n_calls", "_n_updates", "_episode_num", "learning_starts", "segment_start",
+                 "segment_steps", "skipped_updates")
+
+    def checkpoint_state(self, with_replay: bool) -> tuple[dict[str, Any], dict[str, Any],
+                                                           dict[str, dict[str, np.ndarray]]]:
+        """(JSON values, tensors, replay arrays) describing the learner completely."""
+        meta: dict[str, Any] = {k: int(getattr(self, k)) for k in self._COUNTERS}
+        meta["action_space_rng"] = self.action_space.np_random.bit_generator.state
+        tensors = {"policy": self.policy.state_dict(), "optimizer": self.policy.optimizer.state_dict(),
+                   "penalty": self.penalty.state_dict()}
+        replays: dict[str, dict[str, np.ndarray]] = {}
+        if with_replay:
+            if self.replay_buffer is not None:
+                replays["current"] = _buffer_arrays(self.replay_buffer)
+            for game, buffer in self.kept_replays.items():
+                replays[f"kept/{game}"] = _buffer_arrays(buffer)
+        return meta, tensors, replays
+
+    def restore_checkpoint(self, meta: dict[str, Any], tensors: dict[str, Any],
+                           replays: dict[str, dict[str, np.ndarray]], current_game: str | None) -> None:
+        """Inverse of :meth:`checkpoint_state`; ``current_game`` receives the ``current`` replay memory."""
+        for k in self._COUNTERS:
+            setattr(self, k, meta[k])
+        self.action_space.np_random.bit_generator.state = meta["action_space_rng"]
+        self.policy.load_state_dict(tensors["policy"])
+        self.policy.optimizer.load_state_dict(tensors["optimizer"])
+        self.penalty.load_state_dict(tensors["penalty"], self.device)
+        self.kept_replays = {}
+        for key, arrays in replays.items():
+            buffer = self._new_replay_buffer()
+            _load_buffer_arrays(buffer, arrays)
+            if key == "current" and current_game is not None:
+                self.kept_replays[current_game] = buffer
+            elif key.startswith("kept/"):
+                self.kept_replays[key.removeprefix("kept/")] = buffer
+
+
+_BUFFER_ARRAYS = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
+
+
+def _buffer_arrays(buffer: ReplayBuffer) -> dict[str, np.ndarray]:
+    """The stored part of an SB3 replay buffer as plain arrays (only the filled slots)."""
+    n = buffer.buffer_size if buffer.full else buffer.pos
+    out = {k: getattr(buffer, k)[:n] for k in _BUFFER_ARRAYS if getattr(buffer, k, None) is not None}
+    out["position"] = np.array([buffer.pos, int(buffer.full)], dtype=np.int64)
+    return out
+
+
+def _load_buffer_arrays(buffer: ReplayBuffer, arrays: dict[str, np.ndarray]) -> None:
+    pos, full = (int(x) for x in arrays["position"])
+    for k in _BUFFER_ARRAYS:
+        if k in arrays and getattr(buffer, k, None) is not None:
+            target = getattr(buffer, k)
+            if arrays[k].shape[1:] != target.shape[1:] or len(arrays[k]) > len(target):
+                raise ValueError(f"replay array {k} has shape {arrays[k].shape}, the buffer {target.shape}")
+            target[: len(arrays[k])] = arrays[k]
+    buffer.pos, buffer.full = pos, bool(full)

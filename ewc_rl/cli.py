@@ -1,7 +1,8 @@
 """Command line: ``ewc-rl train ...`` (also ``python -m ewc_rl``).
 
 Parsing and error reporting only: a mistake the user can fix is one line on stderr and exit code 2,
-with nothing written.
+with nothing written; a run that has to stop (full disk, non-finite loss) is one line and exit code 1;
+an interrupted run says how to resume it and exits with 128 + the signal number.
 """
 
 from __future__ import annotations
@@ -11,7 +12,14 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from ewc_rl.errors import UsageError
+from ewc_rl.errors import RunError, UsageError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors as one line (exit code 2) instead of a usage block plus a line."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _positive_int(text: str) -> int:
@@ -54,6 +62,14 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="auto picks CUDA when available (default: auto)")
 
 
+def _add_checkpoint_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint-every", type=_nonnegative_int, default=100_000, metavar="N",
+                   help="also checkpoint every N agent steps, beside every game boundary; 0 = boundaries only "
+                        "(default: 100000)")
+    p.add_argument("--checkpoint-replay", action="store_true",
+                   help="include the replay memories in checkpoints (large: about 56 KB per Atari transition)")
+
+
 def _overrides(args: argparse.Namespace) -> list[str]:
     """--set values plus the --eval-* shortcuts, as agent-file overrides."""
     overrides = list(args.overrides)
@@ -72,11 +88,11 @@ def _check_device(device: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="ewc-rl",
         description="Continual reinforcement learning on Atari: sequential DQN with Elastic Weight Consolidation.",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     train = sub.add_parser(
         "train", help="train one agent on a sequence of games",
@@ -93,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--threads", type=_nonnegative_int, default=0, metavar="N",
                        help="torch threads, 0 = torch's default (default: 0)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_checkpoint_options(train)
+    train.add_argument("--resume", action="store_true",
+                       help="continue the run in --logdir from its latest checkpoint (same settings required)")
 
     compare = sub.add_parser(
         "compare", help="train a grid of agents x seeds on the same sequence, then report",
@@ -111,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--workers", type=_positive_int, default=2, metavar="W",
                          help="runs at once; torch threads are divided between them (default: 2)")
     compare.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_checkpoint_options(compare)
 
     rand = sub.add_parser(
         "random-scores", help="measure a uniformly random policy's score per game (normalisation baselines)",
@@ -140,22 +160,38 @@ def _train(args: argparse.Namespace, argv: list[str]) -> int:
     from ewc_rl import networks
     from ewc_rl.config import load_config
     from ewc_rl.envs import parse_games, suite
-    from ewc_rl.trainer import RunSpec, Trainer, format_metrics, format_score_matrix
+    from ewc_rl.trainer import Interrupted, RunSpec, Trainer, format_metrics, format_score_matrix
 
     cfg = load_config(args.agent, _overrides(args))
     games = parse_games(args.games)
     networks.resolve(cfg.agent.network, suite(games[0]))
     _check_device(args.device)
     logdir: Path = args.logdir or Path("runs") / f"{cfg.name}-{datetime.now():%Y%m%d-%H%M%S}"
-    if logdir.exists() and (not logdir.is_dir() or any(logdir.iterdir())):
-        raise UsageError(f"--logdir {logdir} already holds files; choose a new directory or remove it")
+    if args.resume:
+        if args.logdir is None:
+            raise UsageError("--resume needs the --logdir of the run to continue")
+        if _complete(logdir):
+            print(f"ewc-rl: {logdir} holds a complete run: nothing to resume", file=sys.stderr)
+            return 0
+    elif logdir.exists() and (not logdir.is_dir() or any(logdir.iterdir())):
+        raise UsageError(f"--logdir {logdir} already holds files; use --resume to continue the run there, "
+                         "or choose a new directory")
     if args.threads:
         th.set_num_threads(args.threads)
 
+    command = ["ewc-rl", *argv]
     spec = RunSpec(games=games, steps_per_game=args.steps_per_game, logdir=logdir, cycles=args.cycles,
                    seed=args.seed, device=args.device, progress=not args.no_progress,
-                   eval_all_games=args.eval_all_games, command=["ewc-rl", *argv])
-    summary = Trainer(cfg, spec).run()
+                   eval_all_games=args.eval_all_games, checkpoint_every=args.checkpoint_every,
+                   checkpoint_replay=args.checkpoint_replay, command=command)
+    try:
+        summary = Trainer(cfg, spec).run(resume=args.resume)
+    except Interrupted as exc:
+        again = " ".join(command + ([] if args.resume else ["--resume"]))
+        if args.logdir is None:
+            again += f" --logdir {logdir}"
+        print(f"ewc-rl: {exc}; checkpoint written. Resume with:\n  {again}", file=sys.stderr)
+        return 128 + exc.signum
     print(f"\nmean evaluation return after each segment ({cfg.name}, seed {args.seed}):")
     print(format_score_matrix(summary))
     print()
@@ -163,6 +199,15 @@ def _train(args: argparse.Namespace, argv: list[str]) -> int:
     print(f"\nlogs and summary.json: {logdir}")
     print(f"open them with: tensorboard --logdir {logdir}")
     return 0
+
+
+def _complete(logdir: Path) -> bool:
+    import json
+
+    try:
+        return bool(json.loads((logdir / "summary.json").read_text()).get("complete"))
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -179,8 +224,15 @@ def _compare(args: argparse.Namespace) -> int:
     spec = GridSpec(agents=list(args.agents), seeds=list(args.seeds), games=games,
                     steps_per_game=args.steps_per_game, cycles=args.cycles, overrides=list(args.overrides),
                     eval_every=args.eval_every, eval_episodes=args.eval_episodes,
-                    eval_all_games=args.eval_all_games)
-    failed = run_grid(spec, args.logdir, workers=args.workers, device=args.device, progress=not args.no_progress)
+                    eval_all_games=args.eval_all_games, checkpoint_every=args.checkpoint_every,
+                    checkpoint_replay=args.checkpoint_replay)
+    try:
+        failed = run_grid(spec, args.logdir, workers=args.workers, device=args.device,
+                          progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print("ewc-rl: interrupted; unfinished runs wrote checkpoints. Run the same command again to resume them.",
+              file=sys.stderr)
+        return 130
     paths = write_report(args.logdir)
     print(paths["md"].read_text())
     print(f"report: {paths['md']}, {paths['json']}, {paths['png']}")
@@ -241,6 +293,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"ewc-rl: error: {exc}", file=sys.stderr)
         return 2
+    except RunError as exc:
+        print(f"ewc-rl: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("ewc-rl: interrupted", file=sys.stderr)
         return 130

@@ -61,6 +61,7 @@ class AgentConfig:
     double_dqn: bool = _opt(True)
     per_game_replay: bool = _opt(True)
     keep_replay: bool = _opt(False)
+    on_nonfinite: str = _opt("stop", choices=("stop", "skip"))
 
 
 @dataclass

@@ -1,5 +1,9 @@
-"""Errors a user can fix: the CLI prints them as one line and exits with code 2."""
+"""Errors reported as one line by the CLI, without a traceback."""
 
 
 class UsageError(Exception):
-    """Bad input from the user (unknown game, bad config key, ...): reported without a traceback."""
+    """Bad input the user can fix (unknown game, bad config key, ...): exit code 2, nothing written."""
+
+
+class RunError(Exception):
+    """A run that had to stop (full disk, non-finite loss, ...): exit code 1, earlier checkpoints intact."""

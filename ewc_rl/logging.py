@@ -4,11 +4,15 @@ Everything goes through stable-baselines3's ``Logger`` (TensorBoard format), so 
 land in one event stream whose x axis is the global agent step of the whole sequence. Tags:
 
     train/td_loss  train/penalty  train/epsilon  train/episode_return  train/fps  train/game
-    eval/<Game>/return   eval/mean_return          fisher/<parameter> (histogram, at each consolidation)
+    train/skipped_updates (only when non-finite updates are skipped)
+    eval/<Game>/return  eval/<Game>/normalized  eval/mean_return  eval/mean_normalized
+    eval/clipped_normalized_sum  eval/cost_share  eval/score_matrix (image)  schedule/switch (text)
+    fisher/<parameter> (histogram, at each consolidation)
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import platform
@@ -66,6 +70,35 @@ def write_json(path: Path, data: Any) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def purge_events_after(logdir: Path, step: int) -> int:
+    """Drop every event with a step above ``step`` from the event files in ``logdir``; return how many.
+
+    Used on resume, so that no tag shows repeated or backward steps. Each file is rewritten whole and
+    replaced atomically, so the purge is idempotent: a crash during it is repaired by the next resume.
+    A torn last record (a kill during a write) is dropped too.
+    """
+    from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+    from tensorboard.compat.proto.event_pb2 import Event
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    from ewc_rl.checkpoints import replace_atomically
+
+    dropped = 0
+    for path in sorted(logdir.glob("events.out.tfevents.*")):
+        records = list(RawEventFileLoader(str(path)).Load())
+        kept = [r for r in records if Event.FromString(r).step <= step]
+        intact = sum(len(r) + 16 for r in records) == path.stat().st_size  # 16: length, CRCs
+        if len(kept) == len(records) and intact:
+            continue
+        buffer = io.BytesIO()
+        writer = RecordWriter(buffer)
+        for record in kept:
+            writer.write(record)
+        replace_atomically(path, buffer.getvalue())
+        dropped += len(records) - len(kept)
+    return dropped
 
 
 def _writer(logger: Logger) -> Any:

@@ -96,6 +96,22 @@ class Penalty:
         quad = sum((self.A[n] * (p - self.mu[n]).pow(2)).sum() for n, p in params.items())
         return 0.5 * self.lam * (quad + self.c)
 
+    def state_dict(self) -> dict[str, object]:
+        """The anchors (parameters and Fisher per key), tensors only: the merged quadratic is derived."""
+        return {"keys": list(self.anchors),
+                "theta": [theta for theta, _ in self.anchors.values()],
+                "fisher": [fisher for _, fisher in self.anchors.values()]}
+
+    def load_state_dict(self, state: Mapping[str, object], device: torch.device | str) -> None:
+        """Restore :meth:`state_dict` and rebuild the merged quadratic on ``device``."""
+        keys, thetas, fishers = state["keys"], state["theta"], state["fisher"]
+        self.anchors = {k: ({n: v.cpu() for n, v in t.items()}, {n: v.cpu() for n, v in f.items()})  # type: ignore[union-attr]
+                        for k, t, f in zip(keys, thetas, fishers, strict=True)}  # type: ignore[call-overload]
+        if self.anchors:
+            self._merge(torch.device(device))
+        else:
+            self.A, self.mu, self.c = {}, {}, 0.0
+
     def fisher_of(self, key: str) -> dict[str, Tensor] | None:
         """The Fisher stored for anchor ``key`` (for logging), if any."""
         anchor = self.anchors.get("online" if self.kind == "online-ewc" else key)

@@ -77,11 +77,15 @@ def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, capsys, args, me
     assert not logdir.exists()
 
 
-def test_negative_steps_rejected_by_the_parser(tmp_path, capsys):
+@pytest.mark.parametrize("args", [["--steps-per-game", "-5"], ["--cycles", "0"], ["--checkpoint-every", "-1"],
+                                  ["--device", "tpu"]])
+def test_bad_numbers_and_choices_are_one_line_exit_2(tmp_path, capsys, args):
     with pytest.raises(SystemExit) as exit_info:
-        main(["train", "--games", "Pong", "--steps-per-game", "-5", "--logdir", str(tmp_path / "r")])
+        main(["train", "--games", "Pong", "--logdir", str(tmp_path / "r"), *args])
     assert exit_info.value.code == 2
-    assert "expected a positive integer" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("ewc-rl train: error: argument ") and err.count("\n") == 1
+    assert not (tmp_path / "r").exists()
 
 
 def test_existing_run_directory_is_left_alone(tmp_path, capsys):

@@ -57,6 +57,18 @@ def test_repeat_skips_finished_runs(comparison, capsys):
     assert stamps == {p: p.stat().st_mtime_ns for p in comparison.glob("*/seed-*/summary.json")}
 
 
+def test_unfinished_runs_resume_from_their_checkpoint(comparison, capsys):
+    summary_path = comparison / "ewc" / "seed-1" / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    summary_path.write_text(json.dumps({**summary, "complete": False}))  # as if killed after its last checkpoint
+    assert main(["compare", "--agents", "dqn", "ewc", "--seeds", "0", "1", "--logdir", str(comparison), *ARGS]) == 0
+    err = capsys.readouterr().err
+    assert "3 of 4 runs already finished: skipped" in err
+    assert f"resuming unfinished run {comparison / 'ewc' / 'seed-1'} from its checkpoint" in err
+    resumed = json.loads(summary_path.read_text())
+    assert resumed["complete"] and resumed["score_matrix"] == summary["score_matrix"]
+
+
 def test_other_settings_in_the_same_directory_are_refused(comparison, capsys):
     args = [a if a != str(STEPS) else "400" for a in ARGS]
     assert main(["compare", "--agents", "dqn", "--logdir", str(comparison), *args]) == 2
