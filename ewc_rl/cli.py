@@ -138,9 +138,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "the mean return with its 95%% interval over all episodes.",
     )
     rand.add_argument("--games", required=True, metavar="G1,G2,...")
+    rand.add_argument("--agent", default=None, metavar="NAME|PATH",
+                      help="agent file whose [env] settings and eval.max_episode_steps to play with "
+                           "(default: dqn for ALE games, minatar-dqn for MinAtar games)")
     rand.add_argument("--episodes", type=_positive_int, default=100, metavar="K", help="episodes per seed")
     rand.add_argument("--seeds", nargs="+", type=_nonnegative_int, default=[0], metavar="S")
-    rand.add_argument("--max-episode-steps", type=_positive_int, default=27_000, metavar="N")
+    rand.add_argument("--max-episode-steps", type=_positive_int, default=None, metavar="N",
+                      help="episode cap in agent steps (default: the agent's eval.max_episode_steps)")
 
     report = sub.add_parser(
         "report", help="(re)write comparison.md/.json/.png from a comparison's summary.json files",
@@ -246,8 +250,8 @@ def _compare(args: argparse.Namespace) -> int:
 def _random_scores(args: argparse.Namespace) -> int:
     import torch as th
 
-    from ewc_rl.config import EnvConfig
-    from ewc_rl.envs import parse_games
+    from ewc_rl.config import load_config
+    from ewc_rl.envs import parse_games, suite
     from ewc_rl.evaluation import evaluate
     from ewc_rl.report import mean_ci
 
@@ -258,12 +262,14 @@ def _random_scores(args: argparse.Namespace) -> int:
             return th.zeros(obs.shape[0], 1)
 
     games = parse_games(args.games)
+    cfg = load_config(args.agent or ("minatar-dqn" if suite(games[0]) == "minatar" else "dqn"))
+    cap = args.max_episode_steps or cfg.eval.max_episode_steps
     uniform = Indifferent()
+    print(f"uniformly random actions, env settings of agent '{cfg.name}', episodes capped at {cap} steps")
     print(f"{'game':<24}{'episodes':>9}{'mean':>10}{'95% CI':>10}")
     for game in games:
         returns = [r for seed in args.seeds for r in evaluate(
-            uniform, game, EnvConfig(), episodes=args.episodes, epsilon=1.0,
-            max_episode_steps=args.max_episode_steps, seed=seed)]
+            uniform, game, cfg.env, episodes=args.episodes, epsilon=1.0, max_episode_steps=cap, seed=seed)]
         stat = mean_ci(returns)
         print(f"{game:<24}{len(returns):>9}{stat['mean']:>10.3f}{stat['ci95'] or 0:>10.3f}")
     return 0

@@ -122,5 +122,5 @@ def test_atari_network_on_minatar_is_refused_before_writing(tmp_path, capsys):
 
 def test_random_scores(capsys):
     assert main(["random-scores", "--games", "MinAtar/Breakout", "--episodes", "5", "--max-episode-steps", "500"]) == 0
-    line = capsys.readouterr().out.splitlines()[1].split()
+    line = capsys.readouterr().out.splitlines()[2].split()
     assert line[0] == "MinAtar/Breakout" and line[1] == "5" and float(line[2]) >= 0
