@@ -258,3 +258,29 @@ def test_full_disk_stops_the_run_and_keeps_the_previous_checkpoint(tmp_path, mon
     assert all(th.isfinite(v).all() for v in ckpt.state["policy"].values())
     monkeypatch.setattr(checkpoints, "_write", real_write)
     assert main([*ARGS, "--logdir", str(logdir), "--resume"]) == 0
+
+
+def test_ctrl_c_on_compare_checkpoints_every_worker_and_a_repeat_resumes(tmp_path):
+    logdir = tmp_path / "cmp"
+    argv = [sys.executable, "-m", "ewc_rl", "compare", "--agents", "minatar-dqn", "minatar-ewc", "--seeds", "0",
+            "--logdir", str(logdir), "--workers", "2", "--games", "MinAtar/Breakout,MinAtar/SpaceInvaders",
+            "--steps-per-game", str(STEPS), "--eval-every", "400", "--eval-episodes", "2", "--checkpoint-every", "500",
+            "--no-progress", "--set", "dqn.learning_starts=200", "--set", "penalty.fisher_states=100",
+            "--set", "eval.max_episode_steps=300"]
+    # Own session: only compare gets the SIGINT, so stopping the workers is compare's job.
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    runs = [logdir / "minatar-dqn" / "seed-0", logdir / "minatar-ewc" / "seed-0"]
+    deadline = time.time() + 120
+    while not all(checkpoints.latest_path(r) for r in runs) and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Run the same command again to resume them" in err
+    assert all(not json.loads((r / "summary.json").read_text()).get("complete")
+               for r in runs if (r / "summary.json").exists())
+    assert all("checkpoint written" in (logdir / "logs" / f"{r.parent.name}-seed-0.log").read_text() for r in runs)
+    again = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert again.stderr.count("resuming unfinished run") == 2
+    assert all(json.loads((r / "summary.json").read_text())["complete"] for r in runs)
