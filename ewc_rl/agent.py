@@ -3,9 +3,13 @@
 ``EWCDQN`` is a plain SB3 ``DQN`` subclass, so ``predict``, ``save`` and ``load`` work as in SB3. It adds:
 
 * loss = Huber TD loss + ``penalty(theta)`` (see :mod:`ewc_rl.penalty`), optionally with Double DQN targets;
-* :meth:`begin_segment`: a new game restarts the epsilon schedule and the warm-up (``learning_starts``)
-  relative to the segment's first step, and switches to that game's replay memory, while the global
-  step counter and the TensorBoard run go on;
+* :meth:`begin_segment`: switches to a game: its replay memory, its per-game layers (if any), its
+  epsilon schedule and warm-up, while the global step counter and the TensorBoard run go on. Epsilon
+  either restarts with every segment (``epsilon_per="segment"``: SB3's ``exploration_fraction`` of the
+  segment) or follows the game's own step count across visits (``"game"``: 1 during the warm-up, then
+  linear to ``exploration_final_eps`` over ``epsilon_decay_steps``, as in the EWC paper). The warm-up
+  (``learning_starts`` random steps without updates) is needed only while a game's memory is empty or
+  younger than ``learning_starts`` steps;
 * :meth:`estimate_fisher`: the policy Fisher of the current Q-network over replay states;
 * :meth:`checkpoint_state` / :meth:`restore_checkpoint`: everything a resume needs, as JSON values,
   tensors and raw arrays (no pickled objects; see :mod:`ewc_rl.checkpoints`).
@@ -25,6 +29,7 @@ from stable_baselines3.common.utils import polyak_update
 from stable_baselines3.common.vec_env import VecEnv
 
 from ewc_rl import fisher as fisher_lib
+from ewc_rl import networks
 from ewc_rl.penalty import Penalty
 
 
@@ -36,14 +41,20 @@ class EWCDQN(DQN):
     """SB3 DQN + consolidation penalty + Double DQN + per-game epsilon, warm-up and replay."""
 
     def __init__(self, policy: Any, env: Any, *, penalty: Penalty | None = None, double_dqn: bool = False,
-                 per_game_replay: bool = True, skip_nonfinite: bool = False, **kwargs: Any) -> None:
+                 per_game_replay: bool = True, skip_nonfinite: bool = False, games: list[str] | None = None,
+                 epsilon_per: str = "segment", epsilon_decay_steps: int = 1_000_000, **kwargs: Any) -> None:
         self.penalty = penalty if penalty is not None else Penalty("none")
         self.double_dqn = double_dqn
         self.per_game_replay = per_game_replay
         self.skip_nonfinite = skip_nonfinite
+        self.games = list(games or [])
+        self.epsilon_per = epsilon_per
+        self.epsilon_decay_steps = epsilon_decay_steps
         self.skipped_updates = 0
         self.segment_start = 0
         self.segment_steps = 0
+        self.game = ""
+        self.game_steps: dict[str, int] = {}  # agent steps trained on each game in finished segments
         self.base_learning_starts = int(kwargs.get("learning_starts", 100))
         self.kept_replays: dict[str, ReplayBuffer] = {}
         super().__init__(policy, env, **kwargs)
@@ -61,22 +72,44 @@ class EWCDQN(DQN):
         """
         if env is not self.env:
             self.set_env(env)
+        self.game = game
         self.segment_start = self.num_timesteps if start is None else start
         self.segment_steps = steps
-        restored = game in self.kept_replays and self.kept_replays[game].size() > 0
-        warm_from = self.segment_start if restored else self.num_timesteps
-        self.learning_starts = warm_from + self.base_learning_starts
+        self.select_game(game)
         if self.per_game_replay:
-            self.replay_buffer = self.kept_replays.pop(game, None) or self._new_replay_buffer()
-        self.exploration_rate = self.exploration_schedule(self._segment_progress_remaining())
+            memory = self.kept_replays.pop(game, None)
+            if memory is None or memory.size() == 0:
+                self.replay_buffer = self._new_replay_buffer()
+                self.learning_starts = self.num_timesteps + self.base_learning_starts
+            else:  # a kept or restored memory: only what is left of the game's first warm-up
+                self.replay_buffer = memory
+                self.learning_starts = self.segment_start + max(
+                    0, self.base_learning_starts - self.game_steps.get(game, 0))
+        else:
+            trained = sum(self.game_steps.values()) + self.num_timesteps - self.segment_start
+            self.learning_starts = self.num_timesteps + max(0, self.base_learning_starts - trained)
+        self.exploration_rate = self._epsilon()
 
-    def _segment_progress_remaining(self) -> float:
+    def select_game(self, game: str) -> None:
+        """Use ``game``'s biases and gains in the online and target networks (no-op without per-game layers)."""
+        if game in self.games:
+            networks.set_game(self.q_net, self.games.index(game))
+            networks.set_game(self.q_net_target, self.games.index(game))
+
+    def _epsilon(self) -> float:
+        if self.epsilon_per == "game":
+            t = self.game_steps.get(self.game, 0) + self.num_timesteps - self.segment_start
+            if t < self.base_learning_starts:
+                return 1.0
+            fraction = min(1.0, (t - self.base_learning_starts) / self.epsilon_decay_steps)
+            return self.exploration_initial_eps + fraction * (self.exploration_final_eps - self.exploration_initial_eps)
         if not self.segment_steps:
-            return self._current_progress_remaining
-        return max(1.0 - (self.num_timesteps - self.segment_start) / self.segment_steps, 0.0)
+            return self.exploration_schedule(self._current_progress_remaining)
+        return self.exploration_schedule(max(1.0 - (self.num_timesteps - self.segment_start) / self.segment_steps, 0))
 
     def end_segment(self, game: str, keep_replay: bool) -> None:
-        """Keep the finished game's memory for a revisit, or free it."""
+        """Count the game's steps; keep its memory for a revisit, or free it."""
+        self.game_steps[game] = self.game_steps.get(game, 0) + self.num_timesteps - self.segment_start
         if self.per_game_replay:
             if keep_replay and self.replay_buffer is not None:
                 self.kept_replays[game] = self.replay_buffer
@@ -90,12 +123,12 @@ class EWCDQN(DQN):
         )
 
     def _on_step(self) -> None:
-        # SB3's version, with epsilon following the current segment rather than the whole run.
+        # SB3's version, with epsilon following the current segment or game rather than the whole run.
         self._n_calls += 1
         if self._n_calls % max(self.target_update_interval // self.n_envs, 1) == 0:
             polyak_update(self.q_net.parameters(), self.q_net_target.parameters(), self.tau)
             polyak_update(self.batch_norm_stats, self.batch_norm_stats_target, 1.0)
-        self.exploration_rate = self.exploration_schedule(self._segment_progress_remaining())
+        self.exploration_rate = self._epsilon()
 
     # -- learning ------------------------------------------------------------------------------------
 
@@ -114,7 +147,7 @@ class EWCDQN(DQN):
     def train(self, gradient_steps: int, batch_size: int = 100) -> None:
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
-        params = dict(self.q_net.named_parameters())
+        params = self.shared_parameters()
         for _ in range(gradient_steps):
             data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
             target = self.td_targets(data)
@@ -140,6 +173,10 @@ class EWCDQN(DQN):
 
     # -- consolidation -------------------------------------------------------------------------------
 
+    def shared_parameters(self) -> dict[str, th.nn.Parameter]:
+        """The Q-network's parameters that every game uses: those the penalty and the Fisher cover."""
+        return {n: p for n, p in self.q_net.named_parameters() if not networks.is_per_game(n)}
+
     def estimate_fisher(self, estimator: str, n_states: int, tau: float = 1.0, chunk_size: int = 32,
                         seed: int = 0) -> dict[str, th.Tensor]:
         """The diagonal Fisher of the current Q-network over ``n_states`` states of the current replay."""
@@ -151,18 +188,20 @@ class EWCDQN(DQN):
         if estimator == "sampled":
             gen = th.Generator(device=self.device).manual_seed(seed)
             actions = fisher_lib.sample_actions(self.q_net, data.observations, tau, gen)
-            return fisher_lib.sampled_fisher(self.q_net, data.observations, actions, tau, chunk_size)
-        if estimator == "exact":
-            return fisher_lib.exact_fisher(self.q_net, data.observations, tau, chunk_size)
-        if estimator == "empirical":
+            fisher = fisher_lib.sampled_fisher(self.q_net, data.observations, actions, tau, chunk_size)
+        elif estimator == "exact":
+            fisher = fisher_lib.exact_fisher(self.q_net, data.observations, tau, chunk_size)
+        elif estimator == "empirical":
             targets = self.td_targets(data).squeeze(1)
-            return fisher_lib.empirical_fisher(
+            fisher = fisher_lib.empirical_fisher(
                 self.q_net, data.observations, data.actions.long().squeeze(1), targets, chunk_size)
-        raise ValueError(f"unknown Fisher estimator {estimator!r}")
+        else:
+            raise ValueError(f"unknown Fisher estimator {estimator!r}")
+        return {n: f for n, f in fisher.items() if not networks.is_per_game(n)}
 
     def consolidate(self, game: str, fisher: dict[str, th.Tensor] | None) -> None:
         """Anchor the penalty at the current parameters for ``game``."""
-        self.penalty.consolidate(game, dict(self.q_net.named_parameters()), fisher)
+        self.penalty.consolidate(game, self.shared_parameters(), fisher)
 
     # -- checkpoints ---------------------------------------------------------------------------------
 
@@ -173,6 +212,7 @@ class EWCDQN(DQN):
                                                            dict[str, dict[str, np.ndarray]]]:
         """(JSON values, tensors, replay arrays) describing the learner completely."""
         meta: dict[str, Any] = {k: int(getattr(self, k)) for k in self._COUNTERS}
+        meta["game_steps"] = dict(self.game_steps)
         meta["action_space_rng"] = self.action_space.np_random.bit_generator.state
         tensors = {"policy": self.policy.state_dict(), "optimizer": self.policy.optimizer.state_dict(),
                    "penalty": self.penalty.state_dict()}
@@ -189,6 +229,7 @@ class EWCDQN(DQN):
         """Inverse of :meth:`checkpoint_state`; ``current_game`` receives the ``current`` replay memory."""
         for k in self._COUNTERS:
             setattr(self, k, meta[k])
+        self.game_steps = {str(g): int(n) for g, n in meta["game_steps"].items()}
         self.action_space.np_random.bit_generator.state = meta["action_space_rng"]
         self.policy.load_state_dict(tensors["policy"])
         self.policy.optimizer.load_state_dict(tensors["optimizer"])

@@ -44,8 +44,12 @@ def _nonnegative_int(text: str) -> int:
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     """Options shared by ``train`` and ``compare``."""
-    p.add_argument("--games", required=True, metavar="G1,G2,...",
-                   help="comma-separated ALE game names in training order, e.g. Pong,Breakout")
+    p.add_argument("--games", required=True, metavar="G1,G2,...|randomN",
+                   help="comma-separated game names in training order (ALE names such as Pong,Breakout, or "
+                        "MinAtar/Breakout,...), or randomN: N games drawn from --pool")
+    p.add_argument("--pool", default=None, metavar="NAME",
+                   help="game pool for --games randomN (default: the agent file's schedule.pool); "
+                        "pools: kirkpatrick2017 (the EWC paper's 19 games)")
     p.add_argument("--steps-per-game", type=_positive_int, default=1_000_000, metavar="N",
                    help="agent steps (= 4 frames each) per game visit (default: 1000000)")
     p.add_argument("--cycles", type=_positive_int, default=1, metavar="N",
@@ -57,7 +61,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-episodes", type=_positive_int, default=None, metavar="K",
                    help="episodes per game and evaluation (default: the agent's eval.episodes)")
     p.add_argument("--eval-all-games", action="store_true",
-                   help="evaluate every game of the schedule, not only those seen so far (zero-shot transfer)")
+                   help="evaluate every game of the schedule, not only those seen so far (zero-shot transfer; "
+                        "also the agent file's eval.all_games)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="auto picks CUDA when available (default: auto)")
 
@@ -78,6 +83,24 @@ def _overrides(args: argparse.Namespace) -> list[str]:
     if args.eval_episodes is not None:
         overrides.append(f"eval.episodes={args.eval_episodes}")
     return overrides
+
+
+def _resolve_games(args: argparse.Namespace, cfg: object, schedule_seed: int) -> tuple[
+        list[str], list[list[str]] | None, str | None]:
+    """(games in first-visit order, per-cycle visiting orders or None, pool) from --games / --pool."""
+    from ewc_rl.envs import parse_games
+    from ewc_rl.schedule import draw, random_count
+
+    n = random_count(args.games)
+    if n is None:
+        if args.pool is not None:
+            raise UsageError("--pool applies only to --games randomN")
+        return parse_games(args.games), None, None
+    pool = args.pool or cfg.schedule.pool  # type: ignore[attr-defined]
+    if not pool:
+        raise UsageError(f"--games {args.games} needs --pool NAME (or schedule.pool in the agent file)")
+    orders = draw(pool, n, args.cycles, schedule_seed)
+    return parse_games(",".join(orders[0])), orders, pool
 
 
 def _check_device(device: str) -> None:
@@ -104,6 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="an agent of agents/ (dqn, ewc, online-ewc, l2) or a TOML file (default: ewc)")
     _add_run_options(train)
     train.add_argument("--seed", type=_nonnegative_int, default=0)
+    train.add_argument("--schedule-seed", type=_nonnegative_int, default=None, metavar="S",
+                       help="seed of the --games randomN draw (default: --seed)")
+    train.add_argument("--dry-run", action="store_true",
+                       help="print the plan (games, order, steps, evaluation cost, replay memory) and exit")
     train.add_argument("--logdir", type=Path, default=None,
                        help="run directory, must be new or empty (default: runs/<agent>-<time>)")
     train.add_argument("--threads", type=_nonnegative_int, default=0, metavar="N",
@@ -125,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="agents to compare (default: dqn ewc)")
     compare.add_argument("--seeds", nargs="+", type=_nonnegative_int, default=[0], metavar="S",
                          help="seeds (default: 0)")
+    compare.add_argument("--schedule-seed", type=_nonnegative_int, default=0, metavar="S",
+                         help="seed of the --games randomN draw, shared by every run (default: 0)")
     _add_run_options(compare)
     compare.add_argument("--logdir", type=Path, required=True, help="comparison directory")
     compare.add_argument("--workers", type=_positive_int, default=2, metavar="W",
@@ -163,13 +192,23 @@ def _train(args: argparse.Namespace, argv: list[str]) -> int:
 
     from ewc_rl import networks
     from ewc_rl.config import load_config
-    from ewc_rl.envs import parse_games, suite
+    from ewc_rl.envs import suite
+    from ewc_rl.plan import describe, warnings
+    from ewc_rl.schedule import make_schedule
     from ewc_rl.trainer import Interrupted, RunSpec, Trainer, format_metrics, format_score_matrix
 
     cfg = load_config(args.agent, _overrides(args))
-    games = parse_games(args.games)
+    schedule_seed = args.seed if args.schedule_seed is None else args.schedule_seed
+    games, orders, pool = _resolve_games(args, cfg, schedule_seed)
     networks.resolve(cfg.agent.network, suite(games[0]))
+    schedule = make_schedule(games, args.steps_per_game, args.cycles, orders)
+    if args.dry_run:
+        print(describe(cfg, schedule, seed=args.seed, pool=pool,
+                       eval_all_games=args.eval_all_games or cfg.eval.all_games))
+        return 0
     _check_device(args.device)
+    for warning in warnings(cfg, schedule):
+        print(f"ewc-rl: warning: {warning}", file=sys.stderr)
     logdir: Path = args.logdir or Path("runs") / f"{cfg.name}-{datetime.now():%Y%m%d-%H%M%S}"
     if args.resume:
         if args.logdir is None:
@@ -184,10 +223,10 @@ def _train(args: argparse.Namespace, argv: list[str]) -> int:
         th.set_num_threads(args.threads)
 
     command = ["ewc-rl", *argv]
-    spec = RunSpec(games=games, steps_per_game=args.steps_per_game, logdir=logdir, cycles=args.cycles,
+    spec = RunSpec(games=games, orders=orders, steps_per_game=args.steps_per_game, logdir=logdir, cycles=args.cycles,
                    seed=args.seed, device=args.device, progress=not args.no_progress,
-                   eval_all_games=args.eval_all_games, checkpoint_every=args.checkpoint_every,
-                   checkpoint_replay=args.checkpoint_replay, command=command)
+                   eval_all_games=args.eval_all_games or cfg.eval.all_games,
+                   checkpoint_every=args.checkpoint_every, checkpoint_replay=args.checkpoint_replay, command=command)
     try:
         summary = Trainer(cfg, spec).run(resume=args.resume)
     except Interrupted as exc:
@@ -218,14 +257,18 @@ def _compare(args: argparse.Namespace) -> int:
     from ewc_rl import networks
     from ewc_rl.compare import GridSpec, run_grid
     from ewc_rl.config import load_config
-    from ewc_rl.envs import parse_games, suite
+    from ewc_rl.envs import suite
     from ewc_rl.report import write_report
 
-    games = parse_games(args.games)
-    for agent in args.agents:  # every agent file and override checked before anything starts
-        networks.resolve(load_config(agent, _overrides(args)).agent.network, suite(games[0]))
+    for agent in args.agents:  # every agent file, override and game checked before anything starts
+        cfg = load_config(agent, _overrides(args))
+        games, orders, pool = _resolve_games(args, cfg, args.schedule_seed)
+        networks.resolve(cfg.agent.network, suite(games[0]))
     _check_device(args.device)
-    spec = GridSpec(agents=list(args.agents), seeds=list(args.seeds), games=games,
+    random_draw = orders is not None
+    spec = GridSpec(agents=list(args.agents), seeds=list(args.seeds),
+                    games=[args.games.strip()] if random_draw else games,
+                    pool=pool, schedule_seed=args.schedule_seed if random_draw else None,
                     steps_per_game=args.steps_per_game, cycles=args.cycles, overrides=list(args.overrides),
                     eval_every=args.eval_every, eval_episodes=args.eval_episodes,
                     eval_all_games=args.eval_all_games, checkpoint_every=args.checkpoint_every,

@@ -38,6 +38,8 @@ class GridSpec:
     eval_every: int | None = None
     eval_episodes: int | None = None
     eval_all_games: bool = False
+    pool: str | None = None  # with games = ["randomN"]: every run draws the same games (schedule_seed)
+    schedule_seed: int | None = None
     checkpoint_every: int = 100_000
     checkpoint_replay: bool = False
 
@@ -71,6 +73,8 @@ def train_argv(spec: GridSpec, agent: str, seed: int, logdir: Path, device: str,
         argv += ["--eval-episodes", str(spec.eval_episodes)]
     if spec.eval_all_games:
         argv.append("--eval-all-games")
+    if spec.pool is not None:
+        argv += ["--pool", spec.pool, "--schedule-seed", str(spec.schedule_seed)]
     argv += ["--checkpoint-every", str(spec.checkpoint_every)]
     if spec.checkpoint_replay:
         argv.append("--checkpoint-replay")

@@ -57,10 +57,17 @@ class DQNConfig:
 class AgentConfig:
     """What ewc_rl adds around SB3's DQN."""
 
-    network: str = _opt("auto", choices=("auto", "nature", "minatar"))
+    network: str = _opt("auto", choices=("auto", "nature", "wide", "minatar"))
+    per_game_layers: bool = _opt(False)
     double_dqn: bool = _opt(True)
     per_game_replay: bool = _opt(True)
     keep_replay: bool = _opt(False)
+    epsilon_per: str = _opt("segment", choices=("segment", "game"))
+    epsilon_decay_steps: int = _opt(1_000_000, min=1)
+    optimizer: str = _opt("adam", choices=("adam", "rmsprop"))
+    rmsprop_alpha: float = _opt(0.95, above=0, max=1)
+    rmsprop_eps: float = _opt(0.01, above=0)
+    rmsprop_centered: bool = _opt(True)
     on_nonfinite: str = _opt("stop", choices=("stop", "skip"))
 
 
@@ -84,6 +91,7 @@ class EvalConfig:
     episodes: int = _opt(10, min=1)
     epsilon: float = _opt(0.05, min=0, max=1)
     max_episode_steps: int = _opt(27_000, min=1)
+    all_games: bool = _opt(False)
 
 
 @dataclass
@@ -98,6 +106,14 @@ class PenaltyConfig:
     decay: float = _opt(1.0, min=0, max=1)
     normalize: bool = _opt(False)
     fisher_batch_size: int = _opt(32, min=1)
+    consolidate_after_steps: int = _opt(0, min=0)
+
+
+@dataclass
+class ScheduleConfig:
+    """Where ``--games randomN`` draws from when ``--pool`` is not given."""
+
+    pool: str = _opt("")
 
 
 SECTIONS: dict[str, type] = {
@@ -106,6 +122,7 @@ SECTIONS: dict[str, type] = {
     "env": EnvConfig,
     "eval": EvalConfig,
     "penalty": PenaltyConfig,
+    "schedule": ScheduleConfig,
 }
 
 
@@ -120,6 +137,7 @@ class Config:
     env: EnvConfig = field(default_factory=EnvConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     penalty: PenaltyConfig = field(default_factory=PenaltyConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """Settings by section, with the agent file's key names (``lambda``, not ``lam``)."""

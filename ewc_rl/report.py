@@ -139,7 +139,7 @@ def plot(runs: dict[str, dict[int, dict[str, Any]]], path: Path) -> None:
             for summary in runs[agent].values():
                 for e in summary["eval_history"]:
                     if e["game"] == game:
-                        value = e["normalized"] if normalised else e["mean"]
+                        value = normalize(game, e["mean"]) if normalised else e["mean"]  # today's table
                         by_step.setdefault(e["step"], []).append(value)
             if not by_step:
                 continue

@@ -22,6 +22,7 @@ from types import FrameType
 from typing import Any
 
 import numpy as np
+import torch as th
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Logger
 from tqdm import tqdm
@@ -48,6 +49,7 @@ class RunSpec:
     games: list[str]
     steps_per_game: int
     logdir: Path
+    orders: list[list[str]] | None = None  # per-cycle visiting orders (random schedules)
     cycles: int = 1
     seed: int = 0
     device: str = "auto"
@@ -96,7 +98,7 @@ class Trainer:
 
     def __init__(self, cfg: Config, spec: RunSpec) -> None:
         self.cfg, self.spec = cfg, spec
-        self.schedule = make_schedule(spec.games, spec.steps_per_game, spec.cycles)
+        self.schedule = make_schedule(spec.games, spec.steps_per_game, spec.cycles, spec.orders)
         self.columns = unique_games(self.schedule)
         self.score_matrix: list[list[float | None]] = []
         self.eval_history: list[dict[str, Any]] = []
@@ -132,9 +134,14 @@ class Trainer:
         env = make_env(self.schedule[0].game, c.env, training=True, seed=self.spec.seed)
         penalty = Penalty(c.penalty.kind, c.penalty.lam, c.penalty.decay, c.penalty.normalize)
         network = networks.resolve(c.agent.network, suite(self.schedule[0].game))
+        policy, policy_kwargs = networks.policy(network, len(self.columns) if c.agent.per_game_layers else 0)
+        if c.agent.optimizer == "rmsprop":
+            policy_kwargs |= {"optimizer_class": th.optim.RMSprop, "optimizer_kwargs": {
+                "alpha": c.agent.rmsprop_alpha, "eps": c.agent.rmsprop_eps, "centered": c.agent.rmsprop_centered}}
         agent = EWCDQN(
-            "CnnPolicy", env, penalty=penalty, policy_kwargs=networks.policy_kwargs(network),
+            policy, env, penalty=penalty, policy_kwargs=policy_kwargs, games=self.columns,
             double_dqn=c.agent.double_dqn, per_game_replay=c.agent.per_game_replay,
+            epsilon_per=c.agent.epsilon_per, epsilon_decay_steps=c.agent.epsilon_decay_steps,
             skip_nonfinite=c.agent.on_nonfinite == "skip", seed=self.spec.seed, device=self.spec.device,
             replay_buffer_kwargs={"handle_timeout_termination": not c.dqn.optimize_memory_usage},
             **vars(c.dqn),
@@ -151,6 +158,7 @@ class Trainer:
             self.pbar.set_postfix_str(f"evaluating {len(games)} game(s)")
         means = {}
         for j, game in enumerate(games):
+            agent.select_game(game)
             returns = evaluate(agent.q_net, game, self.cfg.env, episodes=e.episodes, epsilon=e.epsilon,
                                max_episode_steps=e.max_episode_steps, device=agent.device,
                                seed=self.spec.seed * 100_003 + agent.num_timesteps + j)
@@ -161,6 +169,7 @@ class Trainer:
                 logger.record(f"eval/{game}/normalized", norm)
             self.eval_history.append({"step": agent.num_timesteps, "segment": segment.index, "game": game,
                                       "returns": returns, "mean": means[game], "normalized": norm})
+        agent.select_game(agent.game)
         logger.record("eval/mean_return", float(np.mean([means[g] for g in seen])))
         seen_norm = [n for g in seen if (n := normalize(g, means[g])) is not None]
         if seen_norm:
@@ -176,6 +185,12 @@ class Trainer:
     def _consolidate(self, agent: EWCDQN, segment: Segment, logger: Logger) -> None:
         p = self.cfg.penalty
         if p.kind == "none":
+            return
+        trained = agent.game_steps.get(segment.game, 0) + agent.num_timesteps - agent.segment_start
+        if trained < p.consolidate_after_steps:
+            logger.record("schedule/consolidation", f"step {agent.num_timesteps}: no anchor for {segment.game} yet "
+                          f"({trained} of penalty.consolidate_after_steps = {p.consolidate_after_steps} steps)")
+            logger.dump(agent.num_timesteps)
             return
         t0 = time.perf_counter()
         fisher = None

@@ -139,3 +139,42 @@ def test_save_and_load_keep_working(tmp_path):
     assert loaded.double_dqn and loaded.penalty.kind == "l2" and loaded.penalty.active
     obs = np.zeros((1, 4, 8, 8), dtype=np.uint8)
     assert loaded.predict(obs, deterministic=True)[0] == agent.predict(obs, deterministic=True)[0]
+
+
+def test_per_game_epsilon_continues_across_visits():
+    """epsilon_per = "game": 1 during the game's warm-up, then linear over its own steps, across revisits."""
+    agent = _agent(epsilon_per="game", epsilon_decay_steps=100, exploration_final_eps=0.1, games=["A", "B"])
+    eps = {}
+
+    def run(env, game, steps):
+        agent.begin_segment(env, game, steps)
+        eps[(game, "start", agent.num_timesteps)] = agent.exploration_rate
+        agent.learn(steps, reset_num_timesteps=False, log_interval=None)
+        agent.end_segment(game, keep_replay=True)
+        eps[(game, "end", agent.num_timesteps)] = agent.exploration_rate
+
+    run(agent.env, "A", 80)   # warm-up 30 steps, then 50 of 100 decay steps: 1 - 0.9 * 0.5
+    run(_env(1), "B", 20)     # B's own schedule: still warming up
+    run(_env(), "A", 40)      # A continues from 80 trained steps
+    assert eps[("A", "start", 0)] == 1.0
+    assert eps[("A", "end", 80)] == pytest.approx(1 - 0.9 * (79 - 30) / 100, abs=0.01)
+    assert eps[("B", "start", 80)] == 1.0 and eps[("B", "end", 100)] == 1.0
+    assert eps[("A", "start", 100)] == pytest.approx(1 - 0.9 * 50 / 100)
+    assert eps[("A", "end", 140)] == pytest.approx(1 - 0.9 * (119 - 30) / 100, abs=0.01)
+    assert agent.game_steps == {"A": 120, "B": 20}
+
+
+def test_revisit_with_kept_memory_needs_no_second_warm_up():
+    agent = _agent()
+    agent.begin_segment(agent.env, "A", 60)
+    agent.learn(60, reset_num_timesteps=False, log_interval=None)
+    agent.end_segment("A", keep_replay=True)
+    agent.begin_segment(_env(1), "B", 20)
+    assert agent.learning_starts == 60 + 30  # a new game, an empty memory: warm up
+    agent.learn(20, reset_num_timesteps=False, log_interval=None)
+    agent.end_segment("B", keep_replay=False)
+    agent.begin_segment(_env(), "A", 20)
+    assert agent.learning_starts == 80  # A's memory already holds 60 steps: train at once
+    agent.end_segment("A", keep_replay=False)
+    agent.begin_segment(_env(1), "B", 20)
+    assert agent.learning_starts == 80 + 30  # B's memory was freed: warm up again

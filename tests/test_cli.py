@@ -124,3 +124,39 @@ def test_random_scores(capsys):
     assert main(["random-scores", "--games", "MinAtar/Breakout", "--episodes", "5", "--max-episode-steps", "500"]) == 0
     line = capsys.readouterr().out.splitlines()[2].split()
     assert line[0] == "MinAtar/Breakout" and line[1] == "5" and float(line[2]) >= 0
+
+
+def test_dry_run_prints_the_drawn_games_and_memory_identically(tmp_path, capsys):
+    from ewc_rl.schedule import POOLS, draw
+
+    args = ["train", "--agent", "kirkpatrick2017", "--games", "random10", "--seed", "0", "--dry-run",
+            "--logdir", str(tmp_path / "run")]
+    outputs = []
+    for _ in range(2):
+        assert main(args) == 0
+        outputs.append(capsys.readouterr().out)
+    assert outputs[0] == outputs[1]
+    drawn = draw("kirkpatrick2017", 10, 1, 0)[0]
+    games_line = next(line for line in outputs[0].splitlines() if line.startswith("games:"))
+    assert all(g in games_line for g in drawn)
+    assert not any(g in outputs[0] for g in set(POOLS["kirkpatrick2017"]) - set(drawn))
+    assert "replay memory: 1,000,000 transitions x 28,244 bytes = 28.24 GB per memory" in outputs[0]
+    assert "peak 282.44 GB" in outputs[0] and "the penalty never applies" in outputs[0]
+    assert not (tmp_path / "run").exists()
+
+
+def test_paper_agent_runs_two_games_at_tiny_sizes(tmp_path):
+    logdir = tmp_path / "run"
+    args = ["train", "--agent", "kirkpatrick2017", "--games", "Pong,Breakout", "--steps-per-game", "300",
+            "--eval-episodes", "1", "--no-progress", "--logdir", str(logdir),
+            "--set", "dqn.buffer_size=1000", "--set", "dqn.learning_starts=100",
+            "--set", "agent.epsilon_decay_steps=200", "--set", "eval.max_episode_steps=100",
+            "--set", "penalty.fisher_states=16", "--set", "penalty.fisher_batch_size=8",
+            "--set", "penalty.consolidate_after_steps=200"]
+    assert main(args) == 0
+    summary = json.loads((logdir / "summary.json").read_text())
+    assert summary["complete"] and summary["settings"]["agent"]["per_game_layers"]
+    assert None not in summary["score_matrix"][0]  # eval.all_games: Breakout tested before it is trained
+    scalars, histograms = _scalars(logdir)
+    assert any(v > 0 for s, v in scalars["train/penalty"] if s > 300)
+    assert histograms and not any("game_" in h for h in histograms)  # no Fisher for per-game b and g

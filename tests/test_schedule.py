@@ -17,3 +17,30 @@ def test_rejects_empty_and_nonpositive():
         make_schedule([], 10)
     with pytest.raises(ValueError):
         make_schedule(["Pong"], 0)
+
+
+def test_random_draw_is_deterministic_and_only_uses_the_pool():
+    from ewc_rl.schedule import POOLS, draw
+
+    pool = POOLS["kirkpatrick2017"]
+    first = draw("kirkpatrick2017", 10, cycles=3, seed=5)
+    assert first == draw("kirkpatrick2017", 10, cycles=3, seed=5)
+    assert first != draw("kirkpatrick2017", 10, cycles=3, seed=6)
+    assert len(first) == 3 and len(set(first[0])) == 10 and set(first[0]) <= set(pool)
+    assert all(sorted(order) == sorted(first[0]) for order in first)  # each cycle revisits the same ten
+    assert first[1] != first[0] or first[2] != first[0]
+    seen = {g for seed in range(50) for g in draw("kirkpatrick2017", 10, 1, seed)[0]}
+    assert seen == set(pool)
+
+
+def test_random_draw_errors_and_cycle_orders_in_the_schedule():
+    from ewc_rl.errors import UsageError
+    from ewc_rl.schedule import draw, random_count
+
+    assert random_count("random10") == 10 and random_count("Random3") == 3 and random_count("Pong") is None
+    with pytest.raises(UsageError, match="pool 'kirkpatrick2017' has 19 games"):
+        draw("kirkpatrick2017", 20, 1, 0)
+    with pytest.raises(UsageError, match="unknown game pool 'atari57'"):
+        draw("atari57", 3, 1, 0)
+    s = make_schedule(["A", "B"], 10, cycles=2, orders=[["A", "B"], ["B", "A"]])
+    assert [(x.game, x.cycle) for x in s] == [("A", 0), ("B", 0), ("B", 1), ("A", 1)]
