@@ -67,6 +67,16 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="auto picks CUDA when available (default: auto)")
 
 
+def _nonnegative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got '{text}'") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
+    return value
+
+
 def _add_checkpoint_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint-every", type=_nonnegative_int, default=100_000, metavar="N",
                    help="also checkpoint every N agent steps, beside every game boundary; 0 = boundaries only "
@@ -141,12 +151,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="continue the run in --logdir from its latest checkpoint (same settings required)")
 
     compare = sub.add_parser(
-        "compare", help="train a grid of agents x seeds on the same sequence, then report",
-        description="Run every (agent, seed) exactly as `ewc-rl train` would, in <logdir>/<agent>/seed-<s>/, "
-                    "in parallel worker processes; finished runs are skipped when repeated. Then write "
-                    "comparison.md/.json/.png.",
-        epilog="example: ewc-rl compare --agents dqn ewc --seeds 0 1 2 --games Pong,Breakout "
-               "--steps-per-game 1000000 --logdir runs/cmp",
+        "compare", help="train a grid of agents x settings x seeds on the same sequence, then report",
+        description="Run every (agent, --grid setting, seed) exactly as `ewc-rl train` would, in "
+                    "<logdir>/<agent>[+key=value...]/seed-<s>/, in local worker processes or as Ray Tune trials; "
+                    "finished runs are skipped and unfinished ones resumed when repeated. Then write "
+                    "comparison.md/.json/.png, with the runs ranked by average performance.",
+        epilog="examples: ewc-rl compare --agents dqn ewc --seeds 0 1 2 --games Pong,Breakout "
+               "--steps-per-game 1000000 --logdir runs/cmp;  "
+               "ewc-rl compare --agents ewc --grid penalty.lambda=100,1000,10000 --seeds 0 1 ... (a sweep)",
     )
     compare.add_argument("--agents", nargs="+", default=["dqn", "ewc"], metavar="AGENT",
                          help="agents to compare (default: dqn ewc)")
@@ -156,8 +168,21 @@ def build_parser() -> argparse.ArgumentParser:
                          help="seed of the --games randomN draw, shared by every run (default: 0)")
     _add_run_options(compare)
     compare.add_argument("--logdir", type=Path, required=True, help="comparison directory")
+    compare.add_argument("--grid", action="append", default=[], metavar="SECTION.KEY=V1,V2,...",
+                         help="run every agent once per value of this setting (repeatable: values are crossed), "
+                              "e.g. --grid penalty.lambda=100,1000")
     compare.add_argument("--workers", type=_positive_int, default=2, metavar="W",
-                         help="runs at once; torch threads are divided between them (default: 2)")
+                         help="local backend: runs at once; torch threads are divided between them (default: 2)")
+    compare.add_argument("--backend", choices=("local", "ray"), default="local",
+                         help="local worker processes, or one Ray Tune trial per run (default: local)")
+    compare.add_argument("--address", default=None, metavar="auto|HOST:PORT",
+                         help="ray backend: the cluster to join (default: start a local Ray instance)")
+    compare.add_argument("--cpus-per-run", type=_positive_int, default=1, metavar="N",
+                         help="ray backend: CPUs (and torch threads) per run (default: 1)")
+    compare.add_argument("--gpus-per-run", type=_nonnegative_float, default=0.0, metavar="F",
+                         help="ray backend: GPUs per run, fractions allowed (default: 0)")
+    compare.add_argument("--retries", type=_nonnegative_int, default=2, metavar="N",
+                         help="ray backend: retry a failed run up to N times, from its checkpoint (default: 2)")
     compare.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_checkpoint_options(compare)
 
@@ -255,13 +280,16 @@ def _complete(logdir: Path) -> bool:
 
 def _compare(args: argparse.Namespace) -> int:
     from ewc_rl import networks
-    from ewc_rl.compare import GridSpec, run_grid
+    from ewc_rl.compare import GridSpec, parse_grid, run_grid
     from ewc_rl.config import load_config
     from ewc_rl.envs import suite
     from ewc_rl.report import write_report
 
-    for agent in args.agents:  # every agent file, override and game checked before anything starts
-        cfg = load_config(agent, _overrides(args))
+    grid = parse_grid(args.grid)
+    probe = GridSpec(agents=list(args.agents), seeds=[0], games=[], steps_per_game=1, grid=grid)
+    for agent in args.agents:  # every agent file, override, grid value and game checked before anything starts
+        for variant in probe.variants():
+            cfg = load_config(agent, _overrides(args) + [f"{k}={v}" for k, v in variant])
         games, orders, pool = _resolve_games(args, cfg, args.schedule_seed)
         networks.resolve(cfg.agent.network, suite(games[0]))
     _check_device(args.device)
@@ -270,12 +298,19 @@ def _compare(args: argparse.Namespace) -> int:
                     games=[args.games.strip()] if random_draw else games,
                     pool=pool, schedule_seed=args.schedule_seed if random_draw else None,
                     steps_per_game=args.steps_per_game, cycles=args.cycles, overrides=list(args.overrides),
-                    eval_every=args.eval_every, eval_episodes=args.eval_episodes,
+                    grid=grid, eval_every=args.eval_every, eval_episodes=args.eval_episodes,
                     eval_all_games=args.eval_all_games, checkpoint_every=args.checkpoint_every,
                     checkpoint_replay=args.checkpoint_replay)
     try:
-        failed = run_grid(spec, args.logdir, workers=args.workers, device=args.device,
-                          progress=not args.no_progress)
+        if args.backend == "ray":
+            from ewc_rl.raytune import run_grid_ray
+
+            failed = run_grid_ray(spec, args.logdir, address=args.address, cpus_per_run=args.cpus_per_run,
+                                  gpus_per_run=args.gpus_per_run, retries=args.retries, device=args.device,
+                                  progress=not args.no_progress)
+        else:
+            failed = run_grid(spec, args.logdir, workers=args.workers, device=args.device,
+                              progress=not args.no_progress)
     except KeyboardInterrupt:
         print("ewc-rl: interrupted; unfinished runs wrote checkpoints. Run the same command again to resume them.",
               file=sys.stderr)

@@ -1,13 +1,18 @@
-"""Grids of runs (agents x seeds), each exactly an ``ewc-rl train`` in ``<logdir>/<agent>/seed-<s>/``.
+"""Grids of runs (agents x settings x seeds), each exactly an ``ewc-rl train`` in ``<logdir>/<run>/seed-<s>/``.
 
-Runs go to parallel worker processes; the machine's cores are divided between them (torch threads per
-worker = cores // workers), since two processes that each use every core slow each other several-fold.
-Finished runs (summary.json with ``complete``) are skipped when the command is repeated; unfinished
-ones continue from their latest checkpoint (``train --resume``), or start again if they have none.
+``<run>`` is the agent's name, followed by ``+key=value`` for each ``--grid`` setting, so that
+``ewc-rl report`` and TensorBoard see every (agent, setting) as one line of the comparison.
+
+Two backends run the cells: ``local`` worker processes, the machine's cores divided between them
+(torch threads per worker = cores // workers, since two processes that each use every core slow each
+other several-fold), or ``ray`` (:mod:`ewc_rl.raytune`), one Ray Tune trial per cell. Finished runs
+(summary.json with ``complete``) are skipped when the command is repeated; unfinished ones continue from
+their latest checkpoint (``train --resume``), or start again if they have none.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -35,6 +40,7 @@ class GridSpec:
     steps_per_game: int
     cycles: int = 1
     overrides: list[str] = field(default_factory=list)
+    grid: dict[str, list[str]] = field(default_factory=dict)  # section.key -> values, crossed
     eval_every: int | None = None
     eval_episodes: int | None = None
     eval_all_games: bool = False
@@ -44,13 +50,50 @@ class GridSpec:
     checkpoint_replay: bool = False
 
     def identity(self) -> dict[str, object]:
-        """What must match for two invocations to be the same comparison (checkpointing may differ)."""
+        """What must match for two invocations to be the same comparison (agents, seeds may grow)."""
         return {k: v for k, v in asdict(self).items() if k not in ("agents", "seeds", "checkpoint_every",
                                                                     "checkpoint_replay")}
 
+    def variants(self) -> list[list[tuple[str, str]]]:
+        """Each combination of ``grid`` values, as (key, value) pairs (one empty variant without a grid)."""
+        keys = list(self.grid)
+        return [list(zip(keys, values, strict=True)) for values in itertools.product(*self.grid.values())]
 
-def run_dir(logdir: Path, agent: str, seed: int) -> Path:
-    return logdir / Path(agent).stem / f"seed-{seed}"
+    def cells(self) -> list[Cell]:
+        return [Cell(a, s, tuple(v)) for a in self.agents for v in self.variants() for s in self.seeds]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run of the grid."""
+
+    agent: str
+    seed: int
+    variant: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def label(self) -> str:
+        """The run's name in reports: the agent, then ``+key=value`` per grid setting."""
+        return Path(self.agent).stem + "".join(f"+{k}={v}" for k, v in self.variant)
+
+    def run_dir(self, logdir: Path) -> Path:
+        return logdir / self.label / f"seed-{self.seed}"
+
+    def log(self, logdir: Path) -> Path:
+        return logdir / "logs" / f"{self.label}-seed-{self.seed}.log"
+
+
+def parse_grid(items: list[str]) -> dict[str, list[str]]:
+    """``["penalty.lambda=1e2,1e3"]`` -> ``{"penalty.lambda": ["1e2", "1e3"]}``."""
+    grid: dict[str, list[str]] = {}
+    for item in items:
+        key, sep, values = item.partition("=")
+        if not sep or "." not in key or not values.strip():
+            raise UsageError(f"--grid expects section.key=value1,value2,..., got '{item}'")
+        if key.strip() in grid:
+            raise UsageError(f"--grid names '{key.strip()}' twice")
+        grid[key.strip()] = [v.strip() for v in values.split(",") if v.strip()]
+    return grid
 
 
 def is_finished(path: Path) -> bool:
@@ -60,12 +103,12 @@ def is_finished(path: Path) -> bool:
         return False
 
 
-def train_argv(spec: GridSpec, agent: str, seed: int, logdir: Path, device: str, threads: int) -> list[str]:
-    """The ``ewc-rl train`` arguments of one grid cell."""
-    argv = ["train", "--agent", agent, "--games", ",".join(spec.games), "--steps-per-game",
-            str(spec.steps_per_game), "--cycles", str(spec.cycles), "--seed", str(seed), "--logdir",
-            str(run_dir(logdir, agent, seed)), "--device", device, "--threads", str(threads), "--no-progress"]
-    for override in spec.overrides:
+def train_argv(spec: GridSpec, cell: Cell, logdir: Path, device: str, threads: int) -> list[str]:
+    """The ``ewc-rl train`` arguments of one grid cell (``--resume`` is added by whoever starts it)."""
+    argv = ["train", "--agent", cell.agent, "--games", ",".join(spec.games), "--steps-per-game",
+            str(spec.steps_per_game), "--cycles", str(spec.cycles), "--seed", str(cell.seed), "--logdir",
+            str(cell.run_dir(logdir)), "--device", device, "--threads", str(threads), "--no-progress"]
+    for override in [*spec.overrides, *(f"{k}={v}" for k, v in cell.variant)]:
         argv += ["--set", override]
     if spec.eval_every is not None:
         argv += ["--eval-every", str(spec.eval_every)]
@@ -78,6 +121,18 @@ def train_argv(spec: GridSpec, agent: str, seed: int, logdir: Path, device: str,
     argv += ["--checkpoint-every", str(spec.checkpoint_every)]
     if spec.checkpoint_replay:
         argv.append("--checkpoint-replay")
+    return argv
+
+
+def prepare_run_dir(cell: Cell, logdir: Path, argv: list[str]) -> list[str]:
+    """``argv`` plus ``--resume`` when the cell has a checkpoint; a run that died before one is removed."""
+    path = cell.run_dir(logdir)
+    if path.exists() and latest_path(path) is not None:
+        tqdm.write(f"resuming unfinished run {path} from its checkpoint", file=sys.stderr)
+        return [*argv, "--resume"]
+    if path.exists():  # an earlier attempt died before its first checkpoint: nothing to keep
+        tqdm.write(f"restarting unfinished run {path} (it had no checkpoint)", file=sys.stderr)
+        shutil.rmtree(path)
     return argv
 
 
@@ -94,19 +149,25 @@ def check_spec(logdir: Path, spec: GridSpec) -> None:
         raise UsageError(f"--logdir {logdir} already holds files that are not a comparison; use another directory")
 
 
-def run_grid(spec: GridSpec, logdir: Path, *, workers: int, device: str = "auto", progress: bool = True) -> int:
-    """Run every unfinished (agent, seed); returns the number of failed runs."""
+def pending(spec: GridSpec, logdir: Path) -> list[Cell]:
+    """Write compare.json and return the cells still to run (finished ones are skipped)."""
     check_spec(logdir, spec)
     logdir.mkdir(parents=True, exist_ok=True)
-    saved = {**asdict(spec), "agents": sorted(set(spec.agents) | set(_saved_agents(logdir)))}
+    saved = {**asdict(spec), "agents": sorted(set(spec.agents) | set(_saved(logdir, "agents"))),
+             "seeds": sorted(set(spec.seeds) | set(_saved(logdir, "seeds")))}
     write_json(logdir / "compare.json", saved)
     (logdir / "logs").mkdir(exist_ok=True)
-    cells = [(a, s) for a in spec.agents for s in spec.seeds]
-    todo = [(a, s) for a, s in cells if not is_finished(run_dir(logdir, a, s))]
+    cells = spec.cells()
+    todo = [c for c in cells if not is_finished(c.run_dir(logdir))]
     if len(todo) < len(cells):
         print(f"{len(cells) - len(todo)} of {len(cells)} runs already finished: skipped", file=sys.stderr)
-    workers = max(1, min(workers, len(todo) or 1))
-    pool = _Pool(spec, logdir, workers, device)
+    return todo
+
+
+def run_grid(spec: GridSpec, logdir: Path, *, workers: int, device: str = "auto", progress: bool = True) -> int:
+    """Run every unfinished cell in local worker processes; returns the number of failed runs."""
+    todo = pending(spec, logdir)
+    pool = _Pool(spec, logdir, max(1, min(workers, len(todo) or 1)), device)
     with tqdm(total=len(todo), unit="run", disable=not progress, file=sys.stderr, dynamic_ncols=True) as bar:
         try:
             return pool.run(todo, bar)
@@ -121,42 +182,32 @@ class _Pool:
     def __init__(self, spec: GridSpec, logdir: Path, workers: int, device: str) -> None:
         self.spec, self.logdir, self.workers, self.device = spec, logdir, workers, device
         self.threads = max(1, (os.cpu_count() or 1) // workers)
-        self.running: dict[subprocess.Popen, tuple[str, int, float]] = {}
+        self.running: dict[subprocess.Popen, tuple[Cell, float]] = {}
 
-    def _log(self, agent: str, seed: int) -> Path:
-        return self.logdir / "logs" / f"{Path(agent).stem}-seed-{seed}.log"
-
-    def _start(self, agent: str, seed: int) -> None:
-        path = run_dir(self.logdir, agent, seed)
-        argv = train_argv(self.spec, agent, seed, self.logdir, self.device, self.threads)
-        if path.exists() and latest_path(path) is not None:
-            tqdm.write(f"resuming unfinished run {path} from its checkpoint", file=sys.stderr)
-            argv.append("--resume")
-        elif path.exists():  # an earlier attempt died before its first checkpoint: nothing to keep
-            tqdm.write(f"restarting unfinished run {path} (it had no checkpoint)", file=sys.stderr)
-            shutil.rmtree(path)
+    def _start(self, cell: Cell) -> None:
+        argv = prepare_run_dir(cell, self.logdir, train_argv(self.spec, cell, self.logdir, self.device, self.threads))
         env = {**os.environ, "OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads)}
-        with open(self._log(agent, seed), "a") as log:
+        with open(cell.log(self.logdir), "a") as log:
             proc = subprocess.Popen([sys.executable, "-m", "ewc_rl", *argv], stdout=log,
                                     stderr=subprocess.STDOUT, env=env)
-        self.running[proc] = (agent, seed, time.perf_counter())
+        self.running[proc] = (cell, time.perf_counter())
 
-    def run(self, todo: list[tuple[str, int]], bar: tqdm) -> int:
+    def run(self, todo: list[Cell], bar: tqdm) -> int:
         queue, failed = list(todo), 0
         while queue or self.running:
             while queue and len(self.running) < self.workers:
-                self._start(*queue.pop(0))
-                bar.set_postfix_str(", ".join(f"{a}/seed-{s}" for a, s, _ in self.running.values()))
+                self._start(queue.pop(0))
+                bar.set_postfix_str(", ".join(f"{c.label}/seed-{c.seed}" for c, _ in self.running.values()))
             time.sleep(0.5)
             for proc in [p for p in self.running if p.poll() is not None]:
-                agent, seed, t0 = self.running.pop(proc)
+                cell, t0 = self.running.pop(proc)
                 if proc.returncode == 0:
-                    tqdm.write(f"finished {agent} seed {seed} in {(time.perf_counter() - t0) / 60:.1f} min",
+                    tqdm.write(f"finished {cell.label} seed {cell.seed} in {(time.perf_counter() - t0) / 60:.1f} min",
                                file=sys.stderr)
                 else:
                     failed += 1
-                    tqdm.write(f"FAILED {agent} seed {seed} (exit {proc.returncode}); see {self._log(agent, seed)}",
-                               file=sys.stderr)
+                    tqdm.write(f"FAILED {cell.label} seed {cell.seed} (exit {proc.returncode}); see "
+                               f"{cell.log(self.logdir)}", file=sys.stderr)
                 bar.update(1)
         return failed
 
@@ -169,8 +220,8 @@ class _Pool:
             proc.wait()
 
 
-def _saved_agents(logdir: Path) -> list[str]:
+def _saved(logdir: Path, key: str) -> list:
     try:
-        return list(json.loads((logdir / "compare.json").read_text()).get("agents", []))
+        return list(json.loads((logdir / "compare.json").read_text()).get(key, []))
     except (OSError, ValueError):
         return []

@@ -89,6 +89,16 @@ def _pm(stat: dict[str, Any]) -> str:
     return f"{stat['mean']:.3f} ± {stat['ci95']:.3f}"
 
 
+def ranking(comparison: dict[str, Any]) -> list[str]:
+    """Runs ordered by mean average performance (desc), then mean forgetting (asc); missing values last."""
+    def key(name: str) -> tuple[float, float]:
+        a = comparison["agents"][name]
+        perf, forget = a["average_performance"]["mean"], a["mean_forgetting"]["mean"]
+        return (-perf if perf is not None else math.inf, forget if forget is not None else math.inf)
+
+    return sorted(comparison["agents"], key=key)
+
+
 def to_markdown(comparison: dict[str, Any]) -> str:
     agents = comparison["agents"]
     cols = comparison["columns"]
@@ -109,6 +119,13 @@ def to_markdown(comparison: dict[str, Any]) -> str:
     for name, a in agents.items():
         lines.append(f"| {name} | {_pm(a['average_performance'])} | {_pm(a['mean_forgetting'])} | "
                      f"{_pm(a['clipped_normalized_sum'])} | {_pm(a['final_game_score'])} |")
+    lines += ["", "## Ranking", "",
+              "By mean average performance (higher first), then mean forgetting (lower first); for a --grid "
+              "sweep, each row is one setting.", "", "| rank | run | average performance | mean forgetting |",
+              "|---|---|---|---|"]
+    for rank, name in enumerate(ranking(comparison), 1):
+        a = agents[name]
+        lines.append(f"| {rank} | {name} | {_pm(a['average_performance'])} | {_pm(a['mean_forgetting'])} |")
     tables = [("forgetting", "Forgetting per game"), ("final_score", "Final score per game"),
               ("forward_transfer", "Forward transfer per game (vs single-game reference runs)")]
     for key, title in tables:

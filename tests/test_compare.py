@@ -103,3 +103,31 @@ def test_report_errors_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.splitlines()
     assert err == [f"ewc-rl: error: no such directory: {tmp_path / 'missing'}",
                    "ewc-rl: error: no finished runs (summary.json with complete=true) under that directory"]
+
+
+def test_grid_runs_every_setting_and_ranks_them(tmp_path):
+    logdir = tmp_path / "sweep"
+    args = ["compare", "--agents", "minatar-ewc", "--seeds", "0", "--games", "MinAtar/Breakout,MinAtar/Asterix",
+            "--steps-per-game", "300", "--eval-every", "300", "--eval-episodes", "1", "--no-progress",
+            "--set", "dqn.learning_starts=100", "--set", "eval.max_episode_steps=200",
+            "--set", "penalty.fisher_states=50", "--grid", "penalty.lambda=0,1e6", "--logdir", str(logdir)]
+    assert main(args) == 0
+    runs = sorted(p.relative_to(logdir).as_posix() for p in logdir.glob("*/seed-*"))
+    assert runs == ["minatar-ewc+penalty.lambda=0/seed-0", "minatar-ewc+penalty.lambda=1e6/seed-0"]
+    summary = json.loads((logdir / runs[1] / "summary.json").read_text())
+    assert summary["settings"]["penalty"]["lambda"] == 1e6
+    md = (logdir / "comparison.md").read_text()
+    assert "## Ranking" in md and "| minatar-ewc+penalty.lambda=1e6 |" in md
+    bad = [*args[:-2], "--grid", "penalty.lamda=1,2", "--logdir", str(tmp_path / "bad")]
+    assert main(bad) == 2 and not (tmp_path / "bad").exists()
+
+
+def test_grid_syntax_errors():
+    from ewc_rl.compare import parse_grid
+    from ewc_rl.errors import UsageError
+
+    assert parse_grid(["penalty.lambda=1, 10", "agent.double_dqn=true,false"]) == {
+        "penalty.lambda": ["1", "10"], "agent.double_dqn": ["true", "false"]}
+    for bad in (["lambda=1"], ["penalty.lambda"], ["penalty.lambda="], ["penalty.tau=1", "penalty.tau=2"]):
+        with pytest.raises(UsageError):
+            parse_grid(bad)
