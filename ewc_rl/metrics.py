@@ -9,7 +9,8 @@ not evaluated then. Formulas (docs/metrics.md has them with their sources):
     forward transfer of j    (AUC_j - AUC_ref_j) / (1 - AUC_ref_j)                    (Continual World)
     clipped normalised sum   sum_j min(N[K-1][j], 1)                                  (Kirkpatrick et al. 2017)
 
-Scores are human-normalised where a reference exists (see :mod:`ewc_rl.scores`) and raw otherwise.
+Scores are normalised where a reference exists (human for Atari, our reference agent for MinAtar; see
+:mod:`ewc_rl.scores`) and raw otherwise.
 """
 
 from __future__ import annotations
