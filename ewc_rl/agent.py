@@ -23,14 +23,17 @@ import numpy as np
 import torch as th
 import torch.nn.functional as F
 from stable_baselines3 import DQN
-from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.buffers import BaseBuffer, ReplayBuffer
 from stable_baselines3.common.type_aliases import ReplayBufferSamples
 from stable_baselines3.common.utils import polyak_update
 from stable_baselines3.common.vec_env import VecEnv
 
+from ewc_rl import envs, networks
 from ewc_rl import fisher as fisher_lib
-from ewc_rl import networks
+from ewc_rl.config import Config
+from ewc_rl.errors import UsageError
 from ewc_rl.penalty import Penalty
+from ewc_rl.replay import FrameReplayBuffer, buffer_state, load_buffer_state
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -219,9 +222,9 @@ class EWCDQN(DQN):
         replays: dict[str, dict[str, np.ndarray]] = {}
         if with_replay:
             if self.replay_buffer is not None:
-                replays["current"] = _buffer_arrays(self.replay_buffer)
+                replays["current"] = buffer_state(self.replay_buffer)
             for game, buffer in self.kept_replays.items():
-                replays[f"kept/{game}"] = _buffer_arrays(buffer)
+                replays[f"kept/{game}"] = buffer_state(buffer)
         return meta, tensors, replays
 
     def restore_checkpoint(self, meta: dict[str, Any], tensors: dict[str, Any],
@@ -237,30 +240,44 @@ class EWCDQN(DQN):
         self.kept_replays = {}
         for key, arrays in replays.items():
             buffer = self._new_replay_buffer()
-            _load_buffer_arrays(buffer, arrays)
+            load_buffer_state(buffer, arrays)
             if key == "current" and current_game is not None:
                 self.kept_replays[current_game] = buffer
             elif key.startswith("kept/"):
                 self.kept_replays[key.removeprefix("kept/")] = buffer
 
 
-_BUFFER_ARRAYS = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
+def replay_class(cfg: Config, game: str) -> type[BaseBuffer] | None:
+    """The replay buffer ``agent.replay`` asks for: frames (stacked Atari frames stored once) or SB3's."""
+    stacked = envs.suite(game) == "atari" and cfg.env.frame_stack > 1 and cfg.dqn.n_steps == 1
+    kind = cfg.agent.replay if cfg.agent.replay != "auto" else ("frames" if stacked else "sb3")
+    if kind == "frames" and not stacked:
+        raise UsageError("agent.replay = 'frames' needs stacked Atari frames (env.frame_stack > 1) and "
+                         "dqn.n_steps = 1; use 'auto' or 'sb3'")
+    return FrameReplayBuffer if kind == "frames" else None
 
 
-def _buffer_arrays(buffer: ReplayBuffer) -> dict[str, np.ndarray]:
-    """The stored part of an SB3 replay buffer as plain arrays (only the filled slots)."""
-    n = buffer.buffer_size if buffer.full else buffer.pos
-    out = {k: getattr(buffer, k)[:n] for k in _BUFFER_ARRAYS if getattr(buffer, k, None) is not None}
-    out["position"] = np.array([buffer.pos, int(buffer.full)], dtype=np.int64)
-    return out
+def make_agent(cfg: Config, env: VecEnv, games: list[str], *, seed: int, device: str) -> EWCDQN:
+    """The learner an agent file describes, for ``games`` (the columns: per-game layers are indexed by them).
 
-
-def _load_buffer_arrays(buffer: ReplayBuffer, arrays: dict[str, np.ndarray]) -> None:
-    pos, full = (int(x) for x in arrays["position"])
-    for k in _BUFFER_ARRAYS:
-        if k in arrays and getattr(buffer, k, None) is not None:
-            target = getattr(buffer, k)
-            if arrays[k].shape[1:] != target.shape[1:] or len(arrays[k]) > len(target):
-                raise ValueError(f"replay array {k} has shape {arrays[k].shape}, the buffer {target.shape}")
-            target[: len(arrays[k])] = arrays[k]
-    buffer.pos, buffer.full = pos, bool(full)
+    ``dqn.train_freq`` counts agent steps per update whatever ``agent.n_envs`` is: with n parallel
+    environments SB3 steps n agents at once, so its own ``train_freq`` (in vector steps) and
+    ``gradient_steps`` are scaled to keep the same number of updates per agent step.
+    """
+    c = cfg
+    network = networks.resolve(c.agent.network, envs.suite(games[0]))
+    policy, policy_kwargs = networks.policy(network, len(games) if c.agent.per_game_layers else 0)
+    if c.agent.optimizer == "rmsprop":
+        policy_kwargs |= {"optimizer_class": th.optim.RMSprop, "optimizer_kwargs": {
+            "alpha": c.agent.rmsprop_alpha, "eps": c.agent.rmsprop_eps, "centered": c.agent.rmsprop_centered}}
+    dqn = vars(c.dqn) | {"train_freq": max(c.dqn.train_freq // env.num_envs, 1),
+                         "gradient_steps": c.dqn.gradient_steps * max(env.num_envs // c.dqn.train_freq, 1)}
+    return EWCDQN(
+        policy, env, penalty=Penalty(c.penalty.kind, c.penalty.lam, c.penalty.decay, c.penalty.normalize),
+        policy_kwargs=policy_kwargs, games=games, double_dqn=c.agent.double_dqn,
+        per_game_replay=c.agent.per_game_replay, epsilon_per=c.agent.epsilon_per,
+        epsilon_decay_steps=c.agent.epsilon_decay_steps, skip_nonfinite=c.agent.on_nonfinite == "skip",
+        replay_buffer_class=replay_class(c, games[0]),
+        replay_buffer_kwargs={"handle_timeout_termination": not c.dqn.optimize_memory_usage},
+        seed=seed, device=device, **dqn,
+    )

@@ -62,6 +62,8 @@ class AgentConfig:
     double_dqn: bool = _opt(True)
     per_game_replay: bool = _opt(True)
     keep_replay: bool = _opt(False)
+    replay: str = _opt("auto", choices=("auto", "frames", "sb3"))
+    n_envs: int = _opt(1, min=1)
     epsilon_per: str = _opt("segment", choices=("segment", "game"))
     epsilon_decay_steps: int = _opt(1_000_000, min=1)
     optimizer: str = _opt("adam", choices=("adam", "rmsprop"))
@@ -216,7 +218,12 @@ def from_dict(raw: dict[str, Any], *, name: str = "custom", source: str = "<dict
         if not isinstance(table, dict):
             raise ConfigError(f"{source}: '{section}' must be a table")
         sections[section] = _build(SECTIONS[section], section, table, source)
-    return Config(name=name, source=source, **sections)
+    cfg = Config(name=name, source=source, **sections)
+    n, freq = cfg.agent.n_envs, cfg.dqn.train_freq
+    if freq % n and n % freq:
+        raise ConfigError(f"{source}: 'dqn.train_freq' ({freq} agent steps per update) and 'agent.n_envs' ({n}) "
+                          "must divide one another")
+    return cfg
 
 
 def _did_you_mean(word: str, options: Any) -> str:

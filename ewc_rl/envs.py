@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import os
 import time
 from typing import Any
 
@@ -235,4 +236,7 @@ def make_env(game: str, cfg: EnvConfig, *, training: bool, n_envs: int = 1, seed
                                              max_episode_steps=max_episode_steps) for i in range(n_envs)])
         vec.seed(base)
         return vec
-    return AtariVecEnv(game, n_envs, cfg, training=training, seed=seed, max_episode_steps=max_episode_steps)
+    # Stepping alternates with the learner's torch work, so the emulators may use every core meanwhile.
+    threads = max(1, min(n_envs, os.cpu_count() or 1))
+    return AtariVecEnv(game, n_envs, cfg, training=training, seed=seed, max_episode_steps=max_episode_steps,
+                       num_threads=threads)

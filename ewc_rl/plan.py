@@ -1,8 +1,10 @@
 """What a run will cost, before it starts: ``ewc-rl train --dry-run``.
 
-Replay sizes follow stable-baselines3's ``ReplayBuffer`` layout: per transition the uint8 observation,
-the next observation (unless ``optimize_memory_usage``), an int64 action and float32 reward, done and
-timeout flags. Evaluation cost is an upper bound: every episode is counted at its step cap.
+Replay sizes follow the buffer's layout: for stacked Atari frames (:class:`ewc_rl.replay.FrameReplayBuffer`)
+one frame and five references per transition, plus a frame per episode start (not counted); for SB3's
+``ReplayBuffer`` the uint8 observation, the next observation (unless ``optimize_memory_usage``), an int64
+action and float32 reward, done and timeout flags. Evaluation cost is an upper bound: every episode is
+counted at its step cap.
 """
 
 from __future__ import annotations
@@ -15,9 +17,13 @@ from ewc_rl.schedule import Segment, unique_games
 
 
 def replay_bytes_per_transition(cfg: Config, game: str) -> int:
-    """Bytes one stored transition takes in an SB3 replay buffer for ``game``'s observations."""
-    obs = math.prod(observation_shape(game, cfg.env))
-    return obs * (1 if cfg.dqn.optimize_memory_usage else 2) + 8 + 4 + 4 + 4
+    """Bytes one stored transition takes in the replay buffer the agent uses for ``game``'s observations."""
+    from ewc_rl.agent import replay_class
+
+    shape = observation_shape(game, cfg.env)
+    if replay_class(cfg, game) is not None:  # FrameReplayBuffer: one frame, five int64 references, 7 bytes
+        return math.prod(shape[1:]) + 5 * 8 + 1 + 4 + 1 + 1
+    return math.prod(shape) * (1 if cfg.dqn.optimize_memory_usage else 2) + 8 + 4 + 4 + 4
 
 
 def peak_replay_bytes(cfg: Config, schedule: list[Segment]) -> tuple[int, int]:

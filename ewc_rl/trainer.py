@@ -22,20 +22,18 @@ from types import FrameType
 from typing import Any
 
 import numpy as np
-import torch as th
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Logger
 from tqdm import tqdm
 
-from ewc_rl import checkpoints, networks
+from ewc_rl import checkpoints
 from ewc_rl import logging as tblog
-from ewc_rl.agent import EWCDQN, NonFiniteLossError
+from ewc_rl.agent import EWCDQN, NonFiniteLossError, make_agent
 from ewc_rl.config import Config
-from ewc_rl.envs import make_env, suite
+from ewc_rl.envs import make_env
 from ewc_rl.errors import RunError, UsageError
 from ewc_rl.evaluation import evaluate
 from ewc_rl.metrics import clipped_normalized_sum, metric_matrix, normalized_matrix, summarize
-from ewc_rl.penalty import Penalty
 from ewc_rl.schedule import Segment, make_schedule, unique_games
 from ewc_rl.scores import normalize
 
@@ -129,24 +127,12 @@ class Trainer:
 
     # -- pieces --------------------------------------------------------------------------------------
 
+    def _train_env(self, game: str, seed: int) -> Any:
+        return make_env(game, self.cfg.env, training=True, seed=seed, n_envs=self.cfg.agent.n_envs)
+
     def _build_agent(self) -> EWCDQN:
-        c = self.cfg
-        env = make_env(self.schedule[0].game, c.env, training=True, seed=self.spec.seed)
-        penalty = Penalty(c.penalty.kind, c.penalty.lam, c.penalty.decay, c.penalty.normalize)
-        network = networks.resolve(c.agent.network, suite(self.schedule[0].game))
-        policy, policy_kwargs = networks.policy(network, len(self.columns) if c.agent.per_game_layers else 0)
-        if c.agent.optimizer == "rmsprop":
-            policy_kwargs |= {"optimizer_class": th.optim.RMSprop, "optimizer_kwargs": {
-                "alpha": c.agent.rmsprop_alpha, "eps": c.agent.rmsprop_eps, "centered": c.agent.rmsprop_centered}}
-        agent = EWCDQN(
-            policy, env, penalty=penalty, policy_kwargs=policy_kwargs, games=self.columns,
-            double_dqn=c.agent.double_dqn, per_game_replay=c.agent.per_game_replay,
-            epsilon_per=c.agent.epsilon_per, epsilon_decay_steps=c.agent.epsilon_decay_steps,
-            skip_nonfinite=c.agent.on_nonfinite == "skip", seed=self.spec.seed, device=self.spec.device,
-            replay_buffer_kwargs={"handle_timeout_termination": not c.dqn.optimize_memory_usage},
-            **vars(c.dqn),
-        )
-        return agent
+        env = self._train_env(self.schedule[0].game, self.spec.seed)
+        return make_agent(self.cfg, env, self.columns, seed=self.spec.seed, device=self.spec.device)
 
     def evaluate_seen(self, agent: EWCDQN, segment: Segment, logger: Logger) -> dict[str, float]:
         """Evaluate every game trained so far (all of the schedule's with ``eval_all_games``); log them."""
@@ -335,8 +321,8 @@ class Trainer:
         """Train one segment (``done`` of its steps already behind it), then evaluate, consolidate, checkpoint."""
         spec = self.spec
         env_seed = spec.seed * 1_000 + seg.index + (7_919 * agent.num_timesteps if done else 0)
-        env = agent.env if seg.index == 0 and not done and agent.env is not None else make_env(
-            seg.game, self.cfg.env, training=True, seed=env_seed)
+        env = agent.env if seg.index == 0 and not done and agent.env is not None else self._train_env(
+            seg.game, env_seed)
         agent.begin_segment(env, seg.game, seg.steps, start=agent.num_timesteps - done)
         assert self.pbar is not None
         self.pbar.set_description(f"[{seg.index + 1}/{len(self.schedule)}] {seg.game}")

@@ -140,8 +140,8 @@ def test_dry_run_prints_the_drawn_games_and_memory_identically(tmp_path, capsys)
     games_line = next(line for line in outputs[0].splitlines() if line.startswith("games:"))
     assert all(g in games_line for g in drawn)
     assert not any(g in outputs[0] for g in set(POOLS["kirkpatrick2017"]) - set(drawn))
-    assert "replay memory: 1,000,000 transitions x 28,244 bytes = 28.24 GB per memory" in outputs[0]
-    assert "peak 282.44 GB" in outputs[0] and "the penalty never applies" in outputs[0]
+    assert "replay memory: 1,000,000 transitions x 7,103 bytes = 7.10 GB per memory" in outputs[0]
+    assert "peak 71.03 GB" in outputs[0] and "the penalty never applies" in outputs[0]
     assert not (tmp_path / "run").exists()
 
 
