@@ -156,23 +156,26 @@ class EWCDQN(DQN):
             target = self.td_targets(data)
             q = self.q_net(data.observations).gather(1, data.actions.long())
             td_loss = F.smooth_l1_loss(q, target)
-            penalty = self.penalty(params)
-            loss = td_loss + penalty
-            td_value, penalty_value = td_loss.item(), penalty.item()
-            if not (np.isfinite(td_value) and np.isfinite(penalty_value)):
+            self.policy.optimizer.zero_grad()
+            td_loss.backward()
+            # loss = td_loss + penalty: the penalty's gradient is added directly (Penalty.add_gradient); its
+            # value is computed on every 8th update only, where it is also logged.
+            log_penalty = self._n_updates % 8 == 0
+            penalty_value = self.penalty.add_gradient(params, value=log_penalty)
+            td_value = td_loss.item()
+            self._n_updates += 1
+            if not (np.isfinite(td_value) and (penalty_value is None or np.isfinite(penalty_value))):
                 if self.skip_nonfinite:
                     self.skipped_updates += 1
                     self.logger.record("train/skipped_updates", self.skipped_updates)
                     continue
                 raise NonFiniteLossError(
                     f"non-finite loss at step {self.num_timesteps}: td_loss={td_value}, penalty={penalty_value}")
-            self.policy.optimizer.zero_grad()
-            loss.backward()
             th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
             self.policy.optimizer.step()
             self.logger.record_mean("train/td_loss", td_value)
-            self.logger.record_mean("train/penalty", penalty_value)
-        self._n_updates += gradient_steps
+            if penalty_value is not None:
+                self.logger.record_mean("train/penalty", penalty_value)
 
     # -- consolidation -------------------------------------------------------------------------------
 

@@ -200,6 +200,25 @@ def build_parser() -> argparse.ArgumentParser:
     rand.add_argument("--max-episode-steps", type=_positive_int, default=None, metavar="N",
                       help="episode cap in agent steps (default: the agent's eval.max_episode_steps)")
 
+    bench = sub.add_parser(
+        "bench", help="measure throughput, replay memory, Fisher and evaluation cost on real ALE",
+        description="Side by side on real ALE with the Nature CNN (train_freq 4, batch 32, 18 actions): ewc_rl's "
+                    "DQN with and without an EWC penalty of 10 anchors, stock stable-baselines3 DQN, and a bare "
+                    "torch loop; the frame replay's bytes per transition; the per-sample Fisher's speed; the "
+                    "evaluation's share of wall time. Prints a markdown table (docs/performance.md).",
+    )
+    bench.add_argument("--quick", action="store_const", const="quick", dest="size",
+                       help="short measurements: about 8 minutes on 2 CPU cores")
+    bench.add_argument("--size", choices=("tiny", "quick", "full"), default="full",
+                       help="measurement lengths; tiny only checks that everything runs (default: full)")
+    bench.add_argument("--agent", default="dqn", metavar="NAME|PATH",
+                       help="agent file whose settings (n_envs, replay, learning rate, eval) ewc_rl uses "
+                            "(default: dqn)")
+    bench.add_argument("--game", default="Breakout", help="ALE game (default: Breakout)")
+    bench.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    bench.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the figures as JSON")
+    bench.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     report = sub.add_parser(
         "report", help="(re)write comparison.md/.json/.png from a comparison's summary.json files",
         description="Aggregate the finished runs under LOGDIR (<agent>/seed-<s>/summary.json) into "
@@ -353,6 +372,26 @@ def _random_scores(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from ewc_rl import bench
+    from ewc_rl.config import load_config
+    from ewc_rl.envs import canonical_game, suite
+    from ewc_rl.logging import write_json
+
+    game = canonical_game(args.game)
+    if suite(game) != "atari":
+        raise UsageError("ewc-rl bench measures Atari (84x84 frames, Nature CNN); give an ALE game")
+    load_config(args.agent, args.overrides)  # a bad agent or setting fails here, in one line
+    if args.json is not None and not args.json.parent.is_dir():
+        raise UsageError(f"--json: no such directory: {args.json.parent}")
+    result = bench.run(args.agent, game, args.size, args.overrides, progress=not args.no_progress)
+    print(bench.to_markdown(result))
+    if args.json is not None:
+        write_json(args.json, result)
+        print(f"figures: {args.json}")
+    return 0
+
+
 def _report(args: argparse.Namespace) -> int:
     from ewc_rl.report import write_report
 
@@ -374,6 +413,8 @@ def main(argv: list[str] | None = None) -> int:
             return _report(args)
         if args.command == "random-scores":
             return _random_scores(args)
+        if args.command == "bench":
+            return _bench(args)
     except UsageError as exc:
         print(f"ewc-rl: error: {exc}", file=sys.stderr)
         return 2

@@ -9,7 +9,12 @@ Estimators:
     exact      F = mean_s sum_a pi(a|s) (d log pi(a|s))^2           (the expectation, A backwards per state)
     empirical  F = mean_s (d TD-loss(s, a, y))^2 at stored actions (the "empirical Fisher")
 
-Per-sample gradients come from ``torch.func`` (``vmap`` over ``grad``), evaluated in chunks.
+Per-sample squared gradients are computed in one batched forward and backward: forward hooks record each
+layer's input x and output y, one ``autograd.grad`` gives every output gradient gy, and for each sample
+a linear layer's weight gradient is the outer product gy x^T, whose square is (gy^2)(x^2)^T, summed over
+samples as one matrix product; a convolution's is gy (unfolded x)^T, summed over positions, computed as a
+batched matrix product and squared. That costs about one ordinary backward pass. Networks with other
+parameterised layers use ``torch.func`` (``vmap`` over ``grad``) instead, several times slower.
 """
 
 from __future__ import annotations
@@ -22,8 +27,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
+from ewc_rl.networks import GameLayer
+
 Estimator = Literal["sampled", "exact", "empirical"]
 FisherDict = dict[str, Tensor]
+# (q-values (N, A), *rows) -> per-sample losses (N, K): K separate terms, each squared on its own
+LossFn = Callable[..., Tensor]
 
 
 def policy_log_probs(q_values: Tensor, tau: float) -> Tensor:
@@ -42,60 +51,134 @@ def sample_actions(q_net: nn.Module, obs: Tensor, tau: float, generator: torch.G
     return torch.cat(out)
 
 
-def _pick(values: Tensor, index: Tensor) -> Tensor:
-    """``values[index]`` for one sample, written with ``gather`` so that it batches under ``vmap``."""
-    return values.gather(0, index.reshape(1)).squeeze(0)
+def _covered_parameters(module: nn.Module) -> list[nn.Parameter]:
+    if isinstance(module, GameLayer):
+        return [*module.game_bias.parameters(), *module.game_gain.parameters()]
+    if isinstance(module, (nn.Linear, nn.Conv2d)):
+        return list(module.parameters(recurse=False))
+    return []
 
 
-def _per_sample_sq_grad_sum(q_net: nn.Module, loss_fn: Callable[..., Tensor], inputs: tuple[Tensor, ...],
-                            chunk_size: int) -> FisherDict:
-    """Sum over samples of the squared gradient of ``loss_fn(q_values_of_one_sample, *row)``."""
-    params = {k: v.detach() for k, v in q_net.named_parameters()}
-    buffers = {k: v.detach() for k, v in q_net.named_buffers()}
+def hooks_supported(net: nn.Module) -> bool:
+    """Whether every parameter of ``net`` sits in a layer the hook-based per-sample gradients handle."""
+    covered: set[int] = set()
+    for m in net.modules():
+        if isinstance(m, nn.Conv2d) and (m.groups != 1 or m.padding_mode != "zeros" or isinstance(m.padding, str)):
+            return False
+        covered |= {id(p) for p in _covered_parameters(m)}
+    return all(id(p) in covered for p in net.parameters())
 
-    def one(p: dict[str, Tensor], obs: Tensor, *row: Tensor) -> Tensor:
-        q = functional_call(q_net, (p, buffers), (obs.unsqueeze(0),)).squeeze(0)
-        return loss_fn(q, *row)
 
-    per_sample = vmap(grad(one), in_dims=(None,) + (0,) * len(inputs))
-    total = {k: torch.zeros_like(v) for k, v in params.items()}
-    for start in range(0, len(inputs[0]), chunk_size):
-        grads = per_sample(params, *(x[start:start + chunk_size] for x in inputs))
-        for k, g in grads.items():
-            total[k] += g.pow(2).sum(0)
+def _accumulate(total: FisherDict, names: dict[int, str], m: nn.Module, x: Tensor, y: Tensor, gy: Tensor) -> None:
+    """Add this layer's sum over samples of squared per-sample parameter gradients to ``total``."""
+    n = gy.shape[0]
+    if isinstance(m, GameLayer):
+        key = str(m.game)
+        bias, gain = m.game_bias[key], m.game_gain[key]
+        with torch.no_grad():  # z + b, the gain's input; computed functionally so that no hook fires again
+            layer = m.layer
+            z = (F.conv2d(x, layer.weight, None, layer.stride, layer.padding, layer.dilation, layer.groups)
+                 if isinstance(layer, nn.Conv2d) else F.linear(x, layer.weight))
+            pre = z + bias.view(m._shape)
+        g_bias = (gy * gain.view(m._shape)).reshape(n, gy.shape[1], -1).sum(2)
+        g_gain = (gy * pre).reshape(n, gy.shape[1], -1).sum(2)
+        total[names[id(bias)]] += g_bias.pow(2).sum(0)
+        total[names[id(gain)]] += g_gain.pow(2).sum(0)
+        return
+    if isinstance(m, nn.Linear):
+        if x.dim() == 2:
+            total[names[id(m.weight)]] += gy.pow(2).t() @ x.pow(2)
+        else:  # a sequence dimension: per-sample gradients are sums of outer products
+            per_sample = torch.bmm(gy.reshape(n, -1, gy.shape[-1]).transpose(1, 2), x.reshape(n, -1, x.shape[-1]))
+            total[names[id(m.weight)]] += per_sample.pow(2).sum(0)
+        if m.bias is not None:
+            total[names[id(m.bias)]] += gy.reshape(n, -1, gy.shape[-1]).sum(1).pow(2).sum(0)
+        return
+    assert isinstance(m, nn.Conv2d)
+    cols = F.unfold(x, m.kernel_size, dilation=m.dilation, padding=m.padding, stride=m.stride)  # (N, K, P)
+    per_sample = torch.bmm(gy.reshape(n, gy.shape[1], -1), cols.transpose(1, 2))  # (N, C_out, K)
+    total[names[id(m.weight)]] += per_sample.pow(2).sum(0).view_as(m.weight)
+    if m.bias is not None:
+        total[names[id(m.bias)]] += gy.sum((2, 3)).pow(2).sum(0)
+
+
+def _hooks_sq_grad_sum(net: nn.Module, loss_fn: LossFn, inputs: tuple[Tensor, ...], chunk_size: int) -> FisherDict:
+    names = {id(p): name for name, p in net.named_parameters()}
+    total = {name: torch.zeros_like(p) for name, p in net.named_parameters()}
+    records: list[tuple[nn.Module, Tensor, Tensor]] = []
+    layers = [m for m in net.modules() if isinstance(m, (nn.Linear, nn.Conv2d, GameLayer))]
+    handles = [m.register_forward_hook(lambda m, args, out: records.append((m, args[0], out))) for m in layers]
+    try:
+        for start in range(0, len(inputs[0]), chunk_size):
+            records.clear()
+            rows = [x[start:start + chunk_size] for x in inputs]
+            with torch.enable_grad():
+                losses = loss_fn(net(rows[0]), *rows[1:])
+                outputs = [y for _, _, y in records]
+                for k in range(losses.shape[1]):
+                    grads = torch.autograd.grad(losses[:, k].sum(), outputs, retain_graph=k + 1 < losses.shape[1],
+                                                allow_unused=True)
+                    for (m, x, y), gy in zip(records, grads, strict=True):
+                        if gy is not None:
+                            _accumulate(total, names, m, x.detach(), y.detach(), gy)
+    finally:
+        for h in handles:
+            h.remove()
     return total
 
 
-def sampled_fisher(q_net: nn.Module, obs: Tensor, actions: Tensor, tau: float = 1.0,
-                   chunk_size: int = 32) -> FisherDict:
+def _vmap_sq_grad_sum(net: nn.Module, loss_fn: LossFn, inputs: tuple[Tensor, ...], chunk_size: int) -> FisherDict:
+    params = {k: v.detach() for k, v in net.named_parameters()}
+    buffers = {k: v.detach() for k, v in net.named_buffers()}
+    total = {k: torch.zeros_like(v) for k, v in params.items()}
+    n_terms = loss_fn(net(inputs[0][:1]).detach(), *(x[:1] for x in inputs[1:])).shape[1]
+    for k in range(n_terms):
+        def one(p: dict[str, Tensor], obs: Tensor, *row: Tensor, term: int = k) -> Tensor:
+            q = functional_call(net, (p, buffers), (obs.unsqueeze(0),))
+            return loss_fn(q, *(r.unsqueeze(0) for r in row))[0, term]
+
+        per_sample = vmap(grad(one), in_dims=(None,) + (0,) * len(inputs))
+        for start in range(0, len(inputs[0]), chunk_size):
+            grads = per_sample(params, *(x[start:start + chunk_size] for x in inputs))
+            for name, g in grads.items():
+                total[name] += g.pow(2).sum(0)
+    return total
+
+
+def _per_sample_sq_grad_sum(q_net: nn.Module, loss_fn: LossFn, inputs: tuple[Tensor, ...], chunk_size: int,
+                            method: str = "auto") -> FisherDict:
+    """Sum over samples (and loss terms) of the squared per-sample gradient of ``loss_fn``."""
+    use_hooks = method == "hooks" or (method == "auto" and hooks_supported(q_net))
+    return (_hooks_sq_grad_sum if use_hooks else _vmap_sq_grad_sum)(q_net, loss_fn, inputs, chunk_size)
+
+
+def sampled_fisher(q_net: nn.Module, obs: Tensor, actions: Tensor, tau: float = 1.0, chunk_size: int = 32,
+                   method: str = "auto") -> FisherDict:
     """mean_s (d log pi(a_s|s))^2 for given actions (draw them with :func:`sample_actions`)."""
-    total = _per_sample_sq_grad_sum(
-        q_net, lambda q, a: _pick(policy_log_probs(q, tau), a), (obs, actions), chunk_size)
+    def log_pi(q: Tensor, a: Tensor) -> Tensor:
+        return policy_log_probs(q, tau).gather(1, a.long().reshape(-1, 1))
+
+    total = _per_sample_sq_grad_sum(q_net, log_pi, (obs, actions), chunk_size, method)
     return {k: v / len(obs) for k, v in total.items()}
 
 
-def exact_fisher(q_net: nn.Module, obs: Tensor, tau: float = 1.0, chunk_size: int = 32) -> FisherDict:
+def exact_fisher(q_net: nn.Module, obs: Tensor, tau: float = 1.0, chunk_size: int = 32,
+                 method: str = "auto") -> FisherDict:
     """mean_s sum_a pi(a|s) (d log pi(a|s))^2: the expectation the sampled estimator approximates."""
-    with torch.no_grad():
-        n_actions = q_net(obs[:1]).shape[-1]
-    total: FisherDict | None = None
-    for a in range(n_actions):
-        # Weighting by pi(a|s) inside the squared term: (sqrt(pi) * d log pi)^2 = pi * (d log pi)^2.
-        def weighted(q: Tensor, action: int = a) -> Tensor:
-            logp = policy_log_probs(q, tau)
-            return logp.detach()[action].mul(0.5).exp() * logp[action]
+    def weighted(q: Tensor) -> Tensor:
+        # One term per action: (sqrt(pi_a) d log pi_a)^2 = pi_a (d log pi_a)^2, with pi_a held constant.
+        logp = policy_log_probs(q, tau)
+        return logp.detach().mul(0.5).exp() * logp
 
-        part = _per_sample_sq_grad_sum(q_net, weighted, (obs,), chunk_size)
-        total = part if total is None else {k: total[k] + part[k] for k in total}
-    assert total is not None
+    total = _per_sample_sq_grad_sum(q_net, weighted, (obs,), chunk_size, method)
     return {k: v / len(obs) for k, v in total.items()}
 
 
-def empirical_fisher(q_net: nn.Module, obs: Tensor, actions: Tensor, td_targets: Tensor,
-                     chunk_size: int = 32) -> FisherDict:
+def empirical_fisher(q_net: nn.Module, obs: Tensor, actions: Tensor, td_targets: Tensor, chunk_size: int = 32,
+                     method: str = "auto") -> FisherDict:
     """mean over transitions of the squared gradient of the per-sample Huber TD loss."""
     def td_loss(q: Tensor, a: Tensor, y: Tensor) -> Tensor:
-        return F.smooth_l1_loss(_pick(q, a), y)
+        return F.smooth_l1_loss(q.gather(1, a.long().reshape(-1, 1)), y.reshape(-1, 1), reduction="none")
 
-    total = _per_sample_sq_grad_sum(q_net, td_loss, (obs, actions, td_targets), chunk_size)
+    total = _per_sample_sq_grad_sum(q_net, td_loss, (obs, actions, td_targets), chunk_size, method)
     return {k: v / len(obs) for k, v in total.items()}

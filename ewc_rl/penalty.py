@@ -20,6 +20,7 @@ so lambda has the same meaning whatever the Fisher's scale.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import torch
@@ -40,6 +41,7 @@ class Penalty:
         self.A: dict[str, Tensor] = {}
         self.mu: dict[str, Tensor] = {}
         self.c: float = 0.0
+        self._lam_a: dict[str, Tensor] = {}
 
     @property
     def needs_fisher(self) -> bool:
@@ -86,7 +88,11 @@ class Penalty:
             c += float(sum((f * (t - m) ** 2).sum() for f, t in zip(fishers, thetas, strict=True)))
             A[n] = a.to(device, torch.float32)
             mu[n] = m.to(device, torch.float32)
+        if not (math.isfinite(c) and all(bool(torch.isfinite(A[n]).all() and torch.isfinite(mu[n]).all())
+                                          for n in names)):
+            raise FloatingPointError("non-finite Fisher or anchor parameters: the penalty cannot be formed")
         self.A, self.mu, self.c = A, mu, c
+        self._lam_a = {n: self.lam * a for n, a in A.items()}
 
     def __call__(self, params: Params) -> Tensor:
         """lambda/2 * (sum_i A_i (theta_i - mu_i)^2 + c); differentiable in ``params``."""
@@ -95,6 +101,29 @@ class Penalty:
             return first.new_zeros(())
         quad = sum((self.A[n] * (p - self.mu[n]).pow(2)).sum() for n, p in params.items())
         return 0.5 * self.lam * (quad + self.c)
+
+    def add_gradient(self, params: Params, value: bool = True) -> float | None:
+        """Add the penalty's gradient lambda * A * (theta - mu) to each parameter's ``.grad``, in place.
+
+        The same gradient as backpropagating :meth:`__call__`, in three passes over the parameters instead
+        of a graph of about nine. (theta - mu) is formed first: expanding it as A theta - A mu would lose
+        the small difference to float32 rounding. Returns the penalty's value if ``value``, else None
+        (the value costs one more pass; training computes it only when it logs it).
+        """
+        if not self.active:
+            return 0.0 if value else None
+        names = list(params)
+        thetas = [params[n].detach() for n in names]
+        grads = [params[n].grad for n in names]
+        if any(g is None for g in grads):
+            raise ValueError("add_gradient runs after backward(): every penalised parameter needs a .grad")
+        diffs = torch._foreach_sub(thetas, [self.mu[n] for n in names])
+        scaled = torch._foreach_mul(diffs, [self._lam_a[n] for n in names])  # lambda * A * (theta - mu)
+        torch._foreach_add_(grads, scaled)  # type: ignore[arg-type]
+        if not value:
+            return None
+        quad = sum(float(torch.dot(s.flatten(), d.flatten())) for s, d in zip(scaled, diffs, strict=True))
+        return 0.5 * quad + 0.5 * self.lam * self.c
 
     def state_dict(self) -> dict[str, object]:
         """The anchors (parameters and Fisher per key), tensors only: the merged quadratic is derived."""
@@ -110,7 +139,7 @@ class Penalty:
         if self.anchors:
             self._merge(torch.device(device))
         else:
-            self.A, self.mu, self.c = {}, {}, 0.0
+            self.A, self.mu, self.c, self._lam_a = {}, {}, 0.0, {}
 
     def fisher_of(self, key: str) -> dict[str, Tensor] | None:
         """The Fisher stored for anchor ``key`` (for logging), if any."""

@@ -306,7 +306,7 @@ class Trainer:
             with self.stop:
                 for seg in self.schedule[first:]:
                     self._run_segment(agent, seg, logger, done if seg.index == first else 0)
-        except NonFiniteLossError as exc:
+        except (NonFiniteLossError, FloatingPointError) as exc:
             raise RunError(f"{exc}; {self._where_to_resume()}") from None
         except checkpoints.CheckpointWriteError as exc:
             raise RunError(f"stopped: {exc}") from None

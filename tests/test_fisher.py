@@ -17,9 +17,10 @@ def _loop_sq_grads(net, losses_fn, n):
     params = list(net.parameters())
     total = [th.zeros_like(p) for p in params]
     for i in range(n):
-        grads = th.autograd.grad(losses_fn(i), params)
+        grads = th.autograd.grad(losses_fn(i), params, allow_unused=True)  # unused: another game's b and g
         for t, g in zip(total, grads, strict=True):
-            t += g**2
+            if g is not None:
+                t += g**2
     return {name: t / n for (name, _), t in zip(net.named_parameters(), total, strict=True)}
 
 
@@ -37,17 +38,19 @@ def setup():
     return net, obs
 
 
-def test_sampled_matches_per_sample_loop(setup):
+@pytest.mark.parametrize("method", ["hooks", "vmap"])
+def test_sampled_matches_per_sample_loop(setup, method):
     net, obs = setup
     actions = fisher.sample_actions(net, obs, TAU, th.Generator().manual_seed(3))
-    got = fisher.sampled_fisher(net, obs, actions, TAU, chunk_size=5)
+    got = fisher.sampled_fisher(net, obs, actions, TAU, chunk_size=5, method=method)
     want = _loop_sq_grads(net, lambda i: F.log_softmax(net(obs[i:i + 1]) / TAU, -1)[0, actions[i]], len(obs))
     _assert_close(got, want)
 
 
-def test_exact_matches_per_sample_loop(setup):
+@pytest.mark.parametrize("method", ["hooks", "vmap"])
+def test_exact_matches_per_sample_loop(setup, method):
     net, obs = setup
-    got = fisher.exact_fisher(net, obs, TAU, chunk_size=4)
+    got = fisher.exact_fisher(net, obs, TAU, chunk_size=4, method=method)
     params = list(net.parameters())
     total = [th.zeros_like(p) for p in params]
     for i in range(len(obs)):
@@ -60,11 +63,12 @@ def test_exact_matches_per_sample_loop(setup):
     _assert_close(got, want)
 
 
-def test_empirical_matches_per_sample_loop(setup):
+@pytest.mark.parametrize("method", ["hooks", "vmap"])
+def test_empirical_matches_per_sample_loop(setup, method):
     net, obs = setup
     actions = th.randint(0, 5, (len(obs),), generator=th.Generator().manual_seed(4))
     targets = th.randn(len(obs), generator=th.Generator().manual_seed(5)) * 3  # some beyond Huber's kink
-    got = fisher.empirical_fisher(net, obs, actions, targets, chunk_size=6)
+    got = fisher.empirical_fisher(net, obs, actions, targets, chunk_size=6, method=method)
     want = _loop_sq_grads(net, lambda i: F.smooth_l1_loss(net(obs[i:i + 1])[0, actions[i]], targets[i]), len(obs))
     _assert_close(got, want)
 
@@ -90,3 +94,65 @@ def test_not_the_square_of_the_mean_gradient(setup):
     total_ps = sum(v.sum() for v in per_sample.values())
     total_ms = sum(v.sum() for v in mean_sq)
     assert total_ps > 3 * total_ms
+
+
+def _per_game_net():
+    """The MinAtar network with per-game biases and gains, game 1 active, all of them away from 0 and 1."""
+    import gymnasium as gym
+    import numpy as np
+
+    from ewc_rl.networks import MinAtarCNN, set_game
+
+    th.manual_seed(2)
+    body = MinAtarCNN(gym.spaces.Box(0, 1, (3, 5, 5), np.uint8), features_dim=6, n_games=2)
+    with th.no_grad():
+        for name, p in body.named_parameters():
+            if "game_" in name:
+                p.add_(0.3 * th.randn_like(p))
+    set_game(body, 1)
+    return th.nn.Sequential(body, th.nn.Linear(6, 4))
+
+
+@pytest.mark.parametrize("estimator", ["sampled", "exact", "empirical"])
+def test_per_game_layers_match_per_sample_loop(estimator):
+    net = _per_game_net()
+    assert fisher.hooks_supported(net)
+    obs = th.randint(0, 2, (11, 3, 5, 5), generator=th.Generator().manual_seed(3)).to(th.uint8)
+    if estimator == "sampled":
+        actions = fisher.sample_actions(net, obs, TAU, th.Generator().manual_seed(4))
+        got = fisher.sampled_fisher(net, obs, actions, TAU, chunk_size=4)
+        want = _loop_sq_grads(net, lambda i: F.log_softmax(net(obs[i:i + 1]) / TAU, -1)[0, actions[i]], len(obs))
+    elif estimator == "empirical":
+        actions = th.randint(0, 4, (len(obs),), generator=th.Generator().manual_seed(5))
+        targets = th.randn(len(obs), generator=th.Generator().manual_seed(6))
+        got = fisher.empirical_fisher(net, obs, actions, targets, chunk_size=4)
+        want = _loop_sq_grads(net, lambda i: F.smooth_l1_loss(net(obs[i:i + 1])[0, actions[i]], targets[i]), len(obs))
+    else:
+        got = fisher.exact_fisher(net, obs, TAU, chunk_size=4)
+        want = fisher.exact_fisher(net, obs, TAU, chunk_size=4, method="vmap")
+    inactive = {n for n in want if n.endswith(".0") and "game_" in n}
+    assert all(float(got[n].abs().max()) == 0.0 for n in inactive)  # game 0's b and g get nothing
+    _assert_close({n: v for n, v in got.items() if n not in inactive},
+                  {n: v for n, v in want.items() if n not in inactive})
+
+
+def test_the_shipped_networks_take_the_fast_path():
+    import gymnasium as gym
+    import numpy as np
+
+    from ewc_rl.networks import AtariCNN, MinAtarCNN
+
+    atari = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
+    assert fisher.hooks_supported(AtariCNN(atari)) and fisher.hooks_supported(AtariCNN(atari, 1024, (32, 64, 128), 3))
+    assert fisher.hooks_supported(MinAtarCNN(gym.spaces.Box(0, 1, (10, 10, 10), np.uint8), n_games=2))
+
+
+def test_other_layers_fall_back_to_vmap_and_stay_exact():
+    th.manual_seed(0)
+    net = th.nn.Sequential(th.nn.Conv2d(2, 4, 3, groups=2), th.nn.Flatten(), th.nn.LayerNorm(64), th.nn.Linear(64, 3))
+    assert not fisher.hooks_supported(net)
+    obs = th.randn(7, 2, 6, 6, generator=th.Generator().manual_seed(1))
+    actions = fisher.sample_actions(net, obs, TAU, th.Generator().manual_seed(2))
+    got = fisher.sampled_fisher(net, obs, actions, TAU, chunk_size=3)
+    want = _loop_sq_grads(net, lambda i: F.log_softmax(net(obs[i:i + 1]) / TAU, -1)[0, actions[i]], len(obs))
+    _assert_close(got, want)

@@ -117,3 +117,39 @@ def test_none_and_empty_are_zero():
 def test_ewc_requires_a_fisher():
     with pytest.raises(ValueError, match="needs a Fisher"):
         Penalty("ewc", LAM).consolidate("a", _params(1))
+
+
+@pytest.mark.parametrize(("kind", "k"), [("ewc", 1), ("ewc", 4), ("online-ewc", 3), ("l2", 2)])
+def test_direct_gradient_equals_autograd_of_the_penalty(kind, k):
+    """Training adds lambda A (theta - mu) to .grad directly: the same as backpropagating the value."""
+    pen = Penalty(kind, LAM, decay=0.7)
+    for i in range(k):
+        pen.consolidate(f"g{i}", _params(10 + i), None if kind == "l2" else _fisher(20 + i))
+    theta = _params(99)
+    want_value, want_grad = _value_and_grad(pen, theta)
+    leaf = {n: v.clone().requires_grad_(True) for n, v in theta.items()}
+    for p in leaf.values():
+        p.grad = th.full_like(p, 0.25)  # a TD gradient already there: the penalty's is added to it
+    got_value = pen.add_gradient(leaf)
+    assert got_value == pytest.approx(want_value, rel=1e-5)
+    for n in theta:
+        th.testing.assert_close(leaf[n].grad, want_grad[n] + 0.25, rtol=1e-5, atol=1e-6)
+    assert pen.add_gradient(leaf, value=False) is None
+
+
+def test_direct_gradient_at_the_anchor_is_zero_not_rounding_noise():
+    big = {n: v * 1e3 for n, v in _params(1).items()}
+    pen = Penalty("ewc", 1e5)
+    pen.consolidate("a", big, {n: th.full_like(v, 100.0) for n, v in big.items()})
+    leaf = {n: v.clone().requires_grad_(True) for n, v in big.items()}
+    for p in leaf.values():
+        p.grad = th.zeros_like(p)
+    assert pen.add_gradient(leaf) == pytest.approx(0.0, abs=1e-6)
+    assert all(float(p.grad.abs().max()) == 0.0 for p in leaf.values())
+
+
+def test_non_finite_fisher_is_refused_at_consolidation():
+    f = _fisher(1)
+    f["w"][1, 1] = float("nan")
+    with pytest.raises(FloatingPointError, match="non-finite Fisher"):
+        Penalty("ewc", LAM).consolidate("a", _params(1), f)

@@ -208,13 +208,13 @@ def test_resume_needs_a_checkpoint(tmp_path, capsys):
 def _poison_penalty(monkeypatch):
     from ewc_rl.penalty import Penalty
 
-    real = Penalty.__call__
+    real = Penalty.add_gradient
 
-    def poisoned(self, params):
-        value = real(self, params)
-        return value * float("nan") if self.active else value
+    def poisoned(self, params, value=True):
+        result = real(self, params, value)
+        return float("nan") if self.active else result
 
-    monkeypatch.setattr(Penalty, "__call__", poisoned)
+    monkeypatch.setattr(Penalty, "add_gradient", poisoned)
 
 
 def test_non_finite_loss_stops_naming_step_and_checkpoint(tmp_path, monkeypatch, capsys):

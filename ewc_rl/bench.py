@@ -1,0 +1,301 @@
+"""``ewc-rl bench``: throughput, replay memory and Fisher cost, measured side by side on real ALE.
+
+Every learner here uses the Nature CNN with a linear Q head, batch 32, one update per 4 agent steps, the
+full 18 actions and the same ale-py vector environment (so preprocessing is identical):
+
+* ``ewc_rl``: the agent ``make_agent`` builds from an agent file (its ``agent.n_envs`` environments, the
+  frame replay), with Double DQN off so that its updates are the same as stock DQN's;
+* ``ewc_rl + EWC``: the same with an EWC penalty holding 10 anchors;
+* ``sb3``: stock stable-baselines3 ``DQN`` on one environment;
+* ``limit``: a bare torch loop doing only the same work: batched greedy actions, environment steps, and
+  the same update on minibatches from a plain tensor ring.
+
+Steps per second are measured after the warm-up (``learning_starts``), when every learner trains.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch as th
+import torch.nn.functional as F
+from stable_baselines3 import DQN
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.torch_layers import NatureCNN
+from tqdm import tqdm
+
+from ewc_rl import fisher as fisher_lib
+from ewc_rl.agent import make_agent
+from ewc_rl.config import Config, load_config
+from ewc_rl.envs import make_env
+from ewc_rl.evaluation import evaluate
+from ewc_rl.replay import FrameReplayBuffer, sample_transitions
+
+TARGETS = {
+    "throughput_ratio_ewc_vs_plain": (">=", 0.97),
+    "throughput_ratio_plain_vs_sb3": (">=", 1.3),
+    "throughput_ratio_plain_vs_limit": (">=", 0.85),
+    "replay_bytes_per_transition": ("<=", 7200),
+    "fisher_ratio_vs_batched_backward": (">=", 0.4),
+    "eval_share": ("<=", 0.15),
+}
+
+
+@dataclass
+class BenchSizes:
+    """How long each measurement runs."""
+
+    warmup: int  # agent steps before updates start (learning_starts)
+    steps: int  # agent steps timed after the warm-up
+    sb3_steps: int
+    replay: int  # transitions filled into the frame replay that is measured
+    fisher_states: int
+    eval_episodes: int
+
+    @classmethod
+    def of(cls, mode: str) -> BenchSizes:
+        return {"tiny": cls(100, 60, 60, 300, 32, 1), "quick": cls(1_000, 3_000, 1_500, 10_000, 640, 4),
+                "full": cls(5_000, 12_000, 6_000, 50_000, 3_200, 10)}[mode]
+
+
+class _Clock(BaseCallback):
+    """Wall time of the steps after ``start`` (SB3 callback)."""
+
+    def __init__(self, start: int) -> None:
+        super().__init__()
+        self.start, self.t0, self.steps0 = start, 0.0, 0
+
+    def _on_step(self) -> bool:
+        if not self.t0 and self.num_timesteps >= self.start:
+            self.t0, self.steps0 = time.perf_counter(), self.num_timesteps
+        return True
+
+    def rate(self) -> float:
+        return (self.num_timesteps - self.steps0) / (time.perf_counter() - self.t0)
+
+
+def _bench_config(agent: str, sizes: BenchSizes, overrides: list[str]) -> Config:
+    return load_config(agent, [f"dqn.learning_starts={sizes.warmup}", f"dqn.buffer_size={sizes.replay}",
+                               "dqn.target_update_interval=1000", "dqn.train_freq=4", "dqn.batch_size=32",
+                               "agent.double_dqn=false", "agent.network='nature'", "agent.per_game_layers=false",
+                               *overrides])
+
+
+def _ours(cfg: Config, game: str, sizes: BenchSizes, anchors: int) -> tuple[float, Any]:
+    env = make_env(game, cfg.env, training=True, seed=0, n_envs=cfg.agent.n_envs)
+    agent = make_agent(cfg, env, [game], seed=0, device="cpu")
+    if anchors:
+        rng = th.Generator().manual_seed(0)
+        params = agent.shared_parameters()
+        for k in range(anchors):  # anchors near the current weights, Fisher of the measured magnitudes
+            theta = {n: p.detach() + 0.01 * th.randn(p.shape, generator=rng) for n, p in params.items()}
+            fisher = {n: th.rand(p.shape, generator=rng) * 1e-2 for n, p in params.items()}
+            agent.penalty.consolidate(f"anchor{k}", theta, fisher)
+    agent.begin_segment(env, game, sizes.warmup + sizes.steps)
+    clock = _Clock(sizes.warmup)
+    agent.learn(sizes.warmup + sizes.steps, callback=clock, reset_num_timesteps=False, log_interval=None)
+    rate = clock.rate()
+    env.close()
+    return rate, agent
+
+
+def _sb3(cfg: Config, game: str, sizes: BenchSizes) -> float:
+    env = make_env(game, cfg.env, training=True, seed=0, n_envs=1)
+    model = DQN("CnnPolicy", env, learning_starts=sizes.warmup, buffer_size=sizes.replay, batch_size=32, train_freq=4,
+                gradient_steps=1, target_update_interval=1000, learning_rate=cfg.dqn.learning_rate,
+                policy_kwargs={"features_extractor_class": NatureCNN, "net_arch": []}, seed=0, device="cpu")
+    clock = _Clock(sizes.warmup)
+    model.learn(sizes.warmup + sizes.sb3_steps, callback=clock, log_interval=None)
+    env.close()
+    return clock.rate()
+
+
+def _limit(cfg: Config, game: str, sizes: BenchSizes) -> float:
+    """The same work with nothing else: batched greedy acting, env steps, updates from a tensor ring."""
+    n = cfg.agent.n_envs
+    env = make_env(game, cfg.env, training=True, seed=0, n_envs=n)
+    shape = env.observation_space.shape
+    th.manual_seed(0)
+    net = th.nn.Sequential(NatureCNN(env.observation_space), th.nn.Linear(512, 18))
+    target = th.nn.Sequential(NatureCNN(env.observation_space), th.nn.Linear(512, 18))
+    target.load_state_dict(net.state_dict())
+    opt = th.optim.Adam(net.parameters(), lr=cfg.dqn.learning_rate, eps=1e-5)
+    capacity = sizes.warmup + sizes.steps + n
+    ring_obs = th.zeros((capacity, *shape), dtype=th.uint8)
+    ring_next = th.zeros((capacity, *shape), dtype=th.uint8)
+    ring_a, ring_r, ring_d = (th.zeros(capacity, dtype=dt) for dt in (th.int64, th.float32, th.float32))
+    obs, stored, since_update, t0 = env.reset(), 0, 0, 0.0
+    while stored < sizes.warmup + sizes.steps:
+        if not t0 and stored >= sizes.warmup:
+            t0, start = time.perf_counter(), stored
+        with th.no_grad():
+            actions = net(th.as_tensor(obs).float() / 255).argmax(1).numpy()
+        new_obs, reward, done, _ = env.step(actions)
+        idx = slice(stored, stored + n)
+        ring_obs[idx], ring_next[idx] = th.as_tensor(obs), th.as_tensor(new_obs)
+        ring_a[idx], ring_r[idx], ring_d[idx] = (th.as_tensor(x) for x in (actions, reward, done.astype(np.float32)))
+        obs, stored, since_update = new_obs, stored + n, since_update + n
+        while stored > sizes.warmup and since_update >= 4:
+            since_update -= 4
+            b = th.randint(0, stored, (32,))
+            with th.no_grad():
+                y = ring_r[b] + 0.99 * (1 - ring_d[b]) * target(ring_next[b].float() / 255).max(1).values
+            q = net(ring_obs[b].float() / 255).gather(1, ring_a[b][:, None]).squeeze(1)
+            loss = F.smooth_l1_loss(q, y)
+            opt.zero_grad()
+            loss.backward()
+            th.nn.utils.clip_grad_norm_(net.parameters(), 10.0)
+            opt.step()
+    env.close()
+    return (stored - start) / (time.perf_counter() - t0)
+
+
+def _replay_bytes(cfg: Config, game: str, sizes: BenchSizes) -> float:
+    """Bytes per transition of a frame replay filled to capacity with real transitions (random play)."""
+    env = make_env(game, cfg.env, training=True, seed=1, n_envs=1)
+    buffer = FrameReplayBuffer(sizes.replay, env.observation_space, env.action_space, device="cpu")
+    rng = np.random.default_rng(0)
+    obs = env.reset()
+    for _ in range(sizes.replay):
+        action = rng.integers(0, 18, 1)
+        new_obs, reward, done, infos = env.step(action)
+        next_obs = new_obs.copy()
+        if done[0]:
+            next_obs[0] = infos[0]["terminal_observation"]
+        buffer.add(obs, next_obs, action[:, None], reward, done, infos)
+        obs = new_obs
+    env.close()
+    return buffer.nbytes / buffer.buffer_size
+
+
+def _fisher(agent: Any, sizes: BenchSizes) -> dict[str, float]:
+    """States/s of the sampled per-sample Fisher and of one batched forward + backward on the same states."""
+    data = sample_transitions(agent.replay_buffer, sizes.fisher_states, np.random.default_rng(0))
+    net, obs = agent.q_net, data.observations
+    actions = fisher_lib.sample_actions(net, obs, 1.0, th.Generator().manual_seed(0))
+
+    def timed(fn: Any) -> float:
+        fn()  # warm-up
+        t0 = time.perf_counter()
+        fn()
+        return len(obs) / (time.perf_counter() - t0)
+
+    def batched() -> None:
+        for start in range(0, len(obs), 32):
+            net.zero_grad()
+            logp = F.log_softmax(net(obs[start:start + 32]), -1).gather(1, actions[start:start + 32, None])
+            logp.sum().backward()
+
+    out = {"batched_backward": timed(batched),
+           "sampled_hooks": timed(lambda: fisher_lib.sampled_fisher(net, obs, actions, chunk_size=32))}
+    few = obs[: max(32, len(obs) // 10)]
+    t0 = time.perf_counter()
+    fisher_lib.sampled_fisher(net, few, actions[: len(few)], chunk_size=32, method="vmap")
+    out["sampled_vmap"] = len(few) / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    fisher_lib.exact_fisher(net, few, chunk_size=32)
+    out["exact_hooks"] = len(few) / (time.perf_counter() - t0)
+    net.zero_grad()
+    return out
+
+
+GAMES_PER_EVALUATION = 2.0  # a 3-game sequence evaluates 1, 2, then 3 games: 2 on average
+
+
+def _eval_share(cfg: Config, agent: Any, game: str, sizes: BenchSizes, train_rate: float) -> dict[str, float]:
+    """Share of wall time the agent file's evaluation schedule takes in a 3-game sequence run.
+
+    A run at the default interval (eval.every = 250k steps) is too long to time here, so the share is
+    computed from two measured rates: seconds to evaluate one game (the agent file's episode count, real
+    episodes of the briefly trained agent; fewer episodes are scaled up linearly, which overstates the
+    cost of the batched evaluator) and training steps per second.
+    """
+    t0 = time.perf_counter()
+    evaluate(agent.q_net, game, cfg.env, episodes=sizes.eval_episodes, epsilon=cfg.eval.epsilon,
+             max_episode_steps=cfg.eval.max_episode_steps, seed=0)
+    per_game = (time.perf_counter() - t0) * cfg.eval.episodes / sizes.eval_episodes
+    train = cfg.eval.every / train_rate
+    evaluating = GAMES_PER_EVALUATION * per_game
+    return {"eval_seconds_per_game": per_game, "train_seconds_per_interval": train,
+            "eval_share": evaluating / (evaluating + train)}
+
+
+def run(agent: str = "dqn", game: str = "Breakout", mode: str = "quick", overrides: list[str] | None = None,
+        progress: bool = True) -> dict[str, Any]:
+    """Every measurement; the result holds the keys of :data:`TARGETS` plus the raw figures behind them."""
+    sizes = BenchSizes.of(mode)
+    cfg = _bench_config(agent, sizes, list(overrides or []))
+    ewc = _bench_config(agent, sizes, [*(overrides or []), "penalty.kind='ewc'", "penalty.lambda=400"])
+    stages = ["ewc_rl", "ewc_rl + EWC (10 anchors)", "stock SB3 DQN", "bare torch loop", "frame replay",
+              "Fisher", "evaluation"]
+    bar = tqdm(stages, disable=not progress, unit="part", dynamic_ncols=True)
+    raw: dict[str, Any] = {}
+    for stage in bar:
+        bar.set_description(stage)
+        if stage == "ewc_rl":
+            raw["steps_per_s_plain"], trained = _ours(cfg, game, sizes, anchors=0)
+        elif stage.startswith("ewc_rl + EWC"):
+            raw["steps_per_s_ewc10"], _ = _ours(ewc, game, sizes, anchors=10)
+        elif stage == "stock SB3 DQN":
+            raw["steps_per_s_sb3"] = _sb3(cfg, game, sizes)
+        elif stage == "bare torch loop":
+            raw["steps_per_s_limit"] = _limit(cfg, game, sizes)
+        elif stage == "frame replay":
+            raw["replay_bytes_per_transition"] = _replay_bytes(cfg, game, sizes)
+        elif stage == "Fisher":
+            raw["fisher_states_per_s"] = _fisher(trained, sizes)
+        else:
+            raw |= _eval_share(cfg, trained, game, sizes, raw["steps_per_s_plain"])
+    result = {
+        "throughput_ratio_ewc_vs_plain": raw["steps_per_s_ewc10"] / raw["steps_per_s_plain"],
+        "throughput_ratio_plain_vs_sb3": raw["steps_per_s_plain"] / raw["steps_per_s_sb3"],
+        "throughput_ratio_plain_vs_limit": raw["steps_per_s_plain"] / raw["steps_per_s_limit"],
+        "replay_bytes_per_transition": raw["replay_bytes_per_transition"],
+        "fisher_ratio_vs_batched_backward": (raw["fisher_states_per_s"]["sampled_hooks"]
+                                             / raw["fisher_states_per_s"]["batched_backward"]),
+        "eval_share": raw["eval_share"],
+        "raw": raw,
+        "setup": {"mode": mode, "game": game, "agent": agent, "n_envs": cfg.agent.n_envs,
+                  "torch_threads": th.get_num_threads(),
+                  "env_threads": max(1, min(cfg.agent.n_envs, os.cpu_count() or 1)),
+                  "cpus": os.cpu_count(), "machine": platform.machine(), "processor": platform.processor() or "?",
+                  "python": platform.python_version(), "torch": th.__version__, "sizes": vars(sizes),
+                  "eval_every": cfg.eval.every, "eval_episodes": cfg.eval.episodes},
+    }
+    return result
+
+
+def to_markdown(result: dict[str, Any]) -> str:
+    """The measured table, with each target and whether it was met."""
+    lines = ["| key | measured | target | met |", "|---|---|---|---|"]
+    for key, (op, target) in TARGETS.items():
+        value = result[key]
+        met = value >= target if op == ">=" else value <= target
+        shown = f"{value:,.0f}" if key == "replay_bytes_per_transition" else f"{value:.3f}"
+        lines.append(f"| `{key}` | {shown} | {op} {target:g} | {'yes' if met else '**no**'} |")
+    raw, setup = result["raw"], result["setup"]
+    fisher = raw["fisher_states_per_s"]
+    lines += ["", f"Agent steps/s after warm-up: ewc_rl {raw['steps_per_s_plain']:.1f}, ewc_rl + EWC (10 anchors) "
+              f"{raw['steps_per_s_ewc10']:.1f}, stock SB3 DQN {raw['steps_per_s_sb3']:.1f}, bare torch loop "
+              f"{raw['steps_per_s_limit']:.1f}.",
+              f"Fisher, states/s: batched forward+backward {fisher['batched_backward']:.0f}, sampled per-sample "
+              f"(hooks) {fisher['sampled_hooks']:.0f}, sampled per-sample (torch.func vmap) "
+              f"{fisher['sampled_vmap']:.0f}, exact per-sample (hooks, 18 actions) {fisher['exact_hooks']:.0f}.",
+              f"Evaluation: {raw['eval_seconds_per_game']:.1f} s per game ({setup['eval_episodes']} episodes), "
+              f"{raw['train_seconds_per_interval']:.0f} s of training per {setup['eval_every']:,}-step interval; "
+              f"eval_share assumes {GAMES_PER_EVALUATION:g} games per evaluation (a 3-game sequence).",
+              f"Layout: {setup['n_envs']} training environments on {setup['env_threads']} ALE threads, "
+              f"{setup['torch_threads']} torch threads, {setup['cpus']} CPUs ({setup['processor']}, "
+              f"{setup['machine']}); torch {setup['torch']}, Python {setup['python']}; mode {setup['mode']} on "
+              f"{setup['game']}."]
+    return "\n".join(lines) + "\n"
+
+
+def finite(result: dict[str, Any]) -> bool:
+    return all(math.isfinite(result[k]) and result[k] > 0 for k in TARGETS)
