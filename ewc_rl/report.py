@@ -13,7 +13,7 @@ from typing import Any
 
 from ewc_rl.errors import UsageError
 from ewc_rl.logging import write_json
-from ewc_rl.metrics import summarize
+from ewc_rl.metrics import metric_matrix, summarize
 from ewc_rl.scores import normalize
 
 # Two-sided 95% Student-t quantiles t_{0.975, df}, df = 1..30; beyond that the normal 1.96 is close enough.
@@ -77,6 +77,9 @@ def aggregate(runs: dict[str, dict[int, dict[str, Any]]],
             entry[key] = mean_ci([m[key] for m in metrics])
         for key in ("forgetting", "final_score") + (("forward_transfer",) if references else ()):
             entry[key] = {g: mean_ci([m[key].get(g) for m in metrics]) for g in columns}
+        matrices = [metric_matrix(runs[agent][s]["score_matrix"], columns)[0] for s in seeds]
+        entry["score_matrix"] = [[mean_ci([m[k][j] for m in matrices]) for j in range(len(columns))]
+                                 for k in range(min(len(m) for m in matrices))]
         out["agents"][agent] = entry
     return out
 
@@ -134,6 +137,12 @@ def to_markdown(comparison: dict[str, Any]) -> str:
         lines += ["", f"## {title}", "", "| agent | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
         for name, a in agents.items():
             lines.append(f"| {name} | " + " | ".join(_pm(a[key][g]) for g in cols) + " |")
+    lines += ["", "## Score matrices", "", "Row k: every game's score when training segment k ended (- = not "
+              "evaluated yet); mean ± 95% CI over seeds."]
+    for name, a in agents.items():
+        lines += ["", f"**{name}**", "", "| after segment | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+        for k, row in enumerate(a["score_matrix"]):
+            lines.append(f"| {k + 1}: {comparison['games'][k]} | " + " | ".join(_pm(c) for c in row) + " |")
     return "\n".join(lines) + "\n"
 
 
