@@ -219,6 +219,20 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the figures as JSON")
     bench.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+    insp = sub.add_parser(
+        "inspect-fisher", help="the policy Fisher of a trained agent, per layer and temperature",
+        description="Rebuild the agent of RUN's latest checkpoint and report, on states of a game's replay memory, "
+                    "the Q-value gaps between actions, and for each tau the policy's entropy and the Fisher's mean "
+                    "per parameter tensor. The checkpoint must hold the replay: train with --checkpoint-replay "
+                    "--set agent.keep_replay=true.",
+    )
+    insp.add_argument("run", type=Path, metavar="RUN", help="a run directory")
+    insp.add_argument("--game", default=None, help="whose replay states to use (default: the latest game)")
+    insp.add_argument("--tau", type=float, nargs="+", default=[1.0, 0.1, 0.03, 0.01], metavar="T",
+                      help="temperatures of pi = softmax(Q / tau) (default: 1 0.1 0.03 0.01)")
+    insp.add_argument("--states", type=_positive_int, default=2_000, metavar="N", help="replay states (default: 2000)")
+    insp.add_argument("--estimator", choices=("sampled", "exact"), default="sampled")
+
     report = sub.add_parser(
         "report", help="(re)write comparison.md/.json/.png from a comparison's summary.json files",
         description="Aggregate the finished runs under LOGDIR (<agent>/seed-<s>/summary.json) into "
@@ -392,6 +406,16 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _inspect_fisher(args: argparse.Namespace) -> int:
+    from ewc_rl.diagnose import inspect
+    from ewc_rl.envs import canonical_game
+
+    if any(not t > 0 for t in args.tau):
+        raise UsageError("--tau values must be > 0")
+    print(inspect(args.run, canonical_game(args.game) if args.game else None, args.tau, args.states, args.estimator))
+    return 0
+
+
 def _report(args: argparse.Namespace) -> int:
     from ewc_rl.report import write_report
 
@@ -415,6 +439,8 @@ def main(argv: list[str] | None = None) -> int:
             return _random_scores(args)
         if args.command == "bench":
             return _bench(args)
+        if args.command == "inspect-fisher":
+            return _inspect_fisher(args)
     except UsageError as exc:
         print(f"ewc-rl: error: {exc}", file=sys.stderr)
         return 2
