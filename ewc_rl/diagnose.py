@@ -46,7 +46,11 @@ def load_agent(run_dir: Path) -> tuple[EWCDQN, list[str]]:
     agent = make_agent(cfg, env, columns, seed=0, device="cpu")
     segment, done = int(ckpt.meta["segment"]), int(ckpt.meta["done_in_segment"])
     current = identity["run.games"][segment] if done and segment < len(identity["run.games"]) else None
-    agent.restore_checkpoint(ckpt.meta["agent"], ckpt.state, ckpt.replays, current)
+    try:
+        agent.restore_checkpoint(ckpt.meta["agent"], ckpt.state, ckpt.replays, current)
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise checkpoints.CheckpointError(f"checkpoint {ckpt.path} does not fit this ewc_rl: {type(exc).__name__}: "
+                                          f"{str(exc).splitlines()[0][:160] if str(exc) else ''}") from None
     env.close()
     trained = [g for g in columns if g in agent.kept_replays]
     return agent, trained
