@@ -231,7 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     insp.add_argument("--tau", type=float, nargs="+", default=[1.0, 0.1, 0.03, 0.01], metavar="T",
                       help="temperatures of pi = softmax(Q / tau) (default: 1 0.1 0.03 0.01)")
     insp.add_argument("--states", type=_positive_int, default=2_000, metavar="N", help="replay states (default: 2000)")
-    insp.add_argument("--estimator", choices=("sampled", "exact"), default="sampled")
+    insp.add_argument("--estimator", choices=("sampled", "exact", "empirical"), default="sampled",
+                      help="the Fisher estimator (empirical: squared TD-loss gradients, the same for every tau)")
 
     report = sub.add_parser(
         "report", help="(re)write comparison.md/.json/.png from a comparison's summary.json files",

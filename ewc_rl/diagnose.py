@@ -23,7 +23,7 @@ from ewc_rl.agent import EWCDQN, make_agent
 from ewc_rl.config import Config, from_dict
 from ewc_rl.envs import make_env
 from ewc_rl.errors import UsageError
-from ewc_rl.fisher import exact_fisher, policy_log_probs, sample_actions, sampled_fisher
+from ewc_rl.fisher import empirical_fisher, exact_fisher, policy_log_probs, sample_actions, sampled_fisher
 from ewc_rl.replay import sample_transitions
 
 
@@ -92,6 +92,9 @@ def inspect(run_dir: Path, game: str | None, taus: list[float], n_states: int, e
             entropy = float(-(logp.exp() * logp).sum(1).mean())
         if estimator == "exact":
             fisher = exact_fisher(net, obs, tau)
+        elif estimator == "empirical":  # squared TD-loss gradients: tau plays no part
+            targets = agent.td_targets(data).squeeze(1)
+            fisher = empirical_fisher(net, obs, data.actions.long().squeeze(1), targets)
         else:
             actions = sample_actions(net, obs, tau, th.Generator().manual_seed(seed))
             fisher = sampled_fisher(net, obs, actions, tau)
