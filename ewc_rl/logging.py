@@ -112,13 +112,15 @@ def _writer(logger: Logger) -> Any:
 
 
 def log_layout(logger: Logger, games: list[str]) -> None:
-    """Custom-scalars layout: every game's evaluation curve in one chart (returns, and normalised scores)."""
+    """Custom-scalars layout: every game's evaluation curve in one chart (returns, and normalised scores),
+    and one chart per game, where overlaid runs (a comparison's agents and seeds) are the lines."""
     _writer(logger).add_custom_scalars({
         "forgetting": {
             "normalized score per game": ["Multiline", [f"eval/{g}/normalized" for g in games]],
             "return per game": ["Multiline", [f"eval/{g}/return" for g in games]],
             "summary": ["Multiline", ["eval/mean_normalized", "eval/clipped_normalized_sum"]],
         },
+        "each game": {f"{g} (return)": ["Multiline", [f"eval/{g}/return"]] for g in games},
         "training": {
             "loss": ["Multiline", ["train/td_loss", "train/penalty"]],
             "episode return": ["Multiline", ["train/episode_return"]],
