@@ -10,7 +10,8 @@ full 18 actions and the same ale-py vector environment (so preprocessing is iden
 * ``limit``: a bare torch loop doing only the same work: batched greedy actions, environment steps, and
   the same update on minibatches from a plain tensor ring.
 
-Steps per second are measured after the warm-up (``learning_starts``), when every learner trains.
+Steps per second are measured after the warm-up (``learning_starts``) and a few hundred further steps (the
+first updates allocate optimiser state and create kernels), when every learner trains.
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ class BenchSizes:
     """How long each measurement runs."""
 
     warmup: int  # agent steps before updates start (learning_starts)
-    steps: int  # agent steps timed after the warm-up
+    settle: int  # agent steps of updates before the clock starts (first updates allocate and compile kernels)
+    steps: int  # agent steps timed
     sb3_steps: int
     replay: int  # transitions filled into the frame replay that is measured
     fisher_states: int
@@ -60,8 +62,8 @@ class BenchSizes:
 
     @classmethod
     def of(cls, mode: str) -> BenchSizes:
-        return {"tiny": cls(100, 60, 60, 300, 32, 1), "quick": cls(1_000, 3_000, 1_500, 10_000, 640, 4),
-                "full": cls(5_000, 12_000, 6_000, 50_000, 3_200, 10)}[mode]
+        return {"tiny": cls(100, 20, 60, 60, 300, 32, 1), "quick": cls(1_000, 200, 3_000, 1_500, 10_000, 640, 4),
+                "full": cls(5_000, 400, 12_000, 6_000, 50_000, 3_200, 10)}[mode]
 
 
 class _Clock(BaseCallback):
@@ -97,9 +99,10 @@ def _ours(cfg: Config, game: str, sizes: BenchSizes, anchors: int) -> tuple[floa
             theta = {n: p.detach() + 0.01 * th.randn(p.shape, generator=rng) for n, p in params.items()}
             fisher = {n: th.rand(p.shape, generator=rng) * 1e-2 for n, p in params.items()}
             agent.penalty.consolidate(f"anchor{k}", theta, fisher)
-    agent.begin_segment(env, game, sizes.warmup + sizes.steps)
-    clock = _Clock(sizes.warmup)
-    agent.learn(sizes.warmup + sizes.steps, callback=clock, reset_num_timesteps=False, log_interval=None)
+    total = sizes.warmup + sizes.settle + sizes.steps
+    agent.begin_segment(env, game, total)
+    clock = _Clock(sizes.warmup + sizes.settle)
+    agent.learn(total, callback=clock, reset_num_timesteps=False, log_interval=None)
     rate = clock.rate()
     env.close()
     return rate, agent
@@ -110,8 +113,8 @@ def _sb3(cfg: Config, game: str, sizes: BenchSizes) -> float:
     model = DQN("CnnPolicy", env, learning_starts=sizes.warmup, buffer_size=sizes.replay, batch_size=32, train_freq=4,
                 gradient_steps=1, target_update_interval=1000, learning_rate=cfg.dqn.learning_rate,
                 policy_kwargs={"features_extractor_class": NatureCNN, "net_arch": []}, seed=0, device="cpu")
-    clock = _Clock(sizes.warmup)
-    model.learn(sizes.warmup + sizes.sb3_steps, callback=clock, log_interval=None)
+    clock = _Clock(sizes.warmup + sizes.settle)
+    model.learn(sizes.warmup + sizes.settle + sizes.sb3_steps, callback=clock, log_interval=None)
     env.close()
     return clock.rate()
 
@@ -126,13 +129,14 @@ def _limit(cfg: Config, game: str, sizes: BenchSizes) -> float:
     target = th.nn.Sequential(NatureCNN(env.observation_space), th.nn.Linear(512, 18))
     target.load_state_dict(net.state_dict())
     opt = th.optim.Adam(net.parameters(), lr=cfg.dqn.learning_rate, eps=1e-5)
-    capacity = sizes.warmup + sizes.steps + n
+    start_at, end_at = sizes.warmup + sizes.settle, sizes.warmup + sizes.settle + sizes.steps
+    capacity = end_at + n
     ring_obs = th.zeros((capacity, *shape), dtype=th.uint8)
     ring_next = th.zeros((capacity, *shape), dtype=th.uint8)
     ring_a, ring_r, ring_d = (th.zeros(capacity, dtype=dt) for dt in (th.int64, th.float32, th.float32))
     obs, stored, since_update, t0 = env.reset(), 0, 0, 0.0
-    while stored < sizes.warmup + sizes.steps:
-        if not t0 and stored >= sizes.warmup:
+    while stored < end_at:
+        if not t0 and stored >= start_at:
             t0, start = time.perf_counter(), stored
         with th.no_grad():
             actions = net(th.as_tensor(obs).float() / 255).argmax(1).numpy()
