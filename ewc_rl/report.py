@@ -152,6 +152,7 @@ def plot(runs: dict[str, dict[int, dict[str, Any]]], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     first = next(iter(next(iter(runs.values())).values()))
     columns, games, steps = first["columns"], first["games"], first["steps_per_game"]
@@ -178,18 +179,33 @@ def plot(runs: dict[str, dict[int, dict[str, Any]]], path: Path) -> None:
                             color=color, alpha=0.2, linewidth=0)
         for k, g in enumerate(games):
             ax.axvline(k * steps, color="grey", lw=0.8, ls="--")
-            ax.text(k * steps, 1.0, f" {g}", transform=ax.get_xaxis_transform(), fontsize=7, va="bottom",
-                    rotation=0, color="grey")
-        ax.set_title(game, pad=14)
+            if g == game:  # where this panel's game is trained
+                ax.axvspan(k * steps, (k + 1) * steps, color="grey", alpha=0.08, linewidth=0)
+            ax.text((k + 0.5) * steps, 1.0, _short(g), transform=ax.get_xaxis_transform(), fontsize=7,
+                    ha="center", va="bottom", color="grey")
+        ax.set_xlim(0, len(games) * steps)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: _steps(x)))
+        ax.set_title(_short(game), pad=14)
         ax.set_xlabel("global agent step")
         ax.set_ylabel("normalised score" if normalised else "return (raw)")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8, loc="best")
-    fig.suptitle("Evaluation score per game (line: mean over seeds; band: min-max; dashed: game switches)",
-                 fontsize=9)
+    fig.suptitle("Evaluation score per game (line: mean over seeds; band: min-max over seeds; "
+                 "shaded: the game's own training; labels: the game trained in each segment)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _short(game: str) -> str:
+    return game.removeprefix("MinAtar/")
+
+
+def _steps(x: float) -> str:
+    """Axis label for a step count: 0, 50k, 1.5M."""
+    if abs(x) >= 1e6:
+        return f"{x / 1e6:g}M"
+    return f"{x / 1e3:g}k" if abs(x) >= 1e3 else f"{x:g}"
 
 
 def write_report(logdir: Path, reference_dir: Path | None = None) -> dict[str, Path]:
