@@ -225,8 +225,12 @@ def observation_shape(game: str, cfg: EnvConfig) -> tuple[int, ...]:
 
 
 def make_env(game: str, cfg: EnvConfig, *, training: bool, n_envs: int = 1, seed: int | None = None,
-             max_episode_steps: int = 27_000) -> VecEnv:
-    """The environment for ``game``: a training env (clipped rewards) or an evaluation env (raw rewards)."""
+             max_episode_steps: int = 27_000, threads: int | None = None) -> VecEnv:
+    """The environment for ``game``: a training env (clipped rewards) or an evaluation env (raw rewards).
+
+    ``threads`` caps the emulator threads of an ALE vector env (default: the cores); give a run's own CPU
+    budget when several runs share the machine.
+    """
     if suite(game) == "minatar":
         from stable_baselines3.common.vec_env import DummyVecEnv
 
@@ -236,7 +240,7 @@ def make_env(game: str, cfg: EnvConfig, *, training: bool, n_envs: int = 1, seed
                                              max_episode_steps=max_episode_steps) for i in range(n_envs)])
         vec.seed(base)
         return vec
-    # Stepping alternates with the learner's torch work, so the emulators may use every core meanwhile.
-    threads = max(1, min(n_envs, os.cpu_count() or 1))
+    # Stepping alternates with the learner's torch work, so the emulators may use the run's cores meanwhile.
+    threads = max(1, min(n_envs, threads or os.cpu_count() or 1))
     return AtariVecEnv(game, n_envs, cfg, training=training, seed=seed, max_episode_steps=max_episode_steps,
                        num_threads=threads)

@@ -22,6 +22,7 @@ from types import FrameType
 from typing import Any
 
 import numpy as np
+import torch as th
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Logger
 from tqdm import tqdm
@@ -128,7 +129,8 @@ class Trainer:
     # -- pieces --------------------------------------------------------------------------------------
 
     def _train_env(self, game: str, seed: int) -> Any:
-        return make_env(game, self.cfg.env, training=True, seed=seed, n_envs=self.cfg.agent.n_envs)
+        return make_env(game, self.cfg.env, training=True, seed=seed, n_envs=self.cfg.agent.n_envs,
+                        threads=th.get_num_threads())
 
     def _build_agent(self) -> EWCDQN:
         env = self._train_env(self.schedule[0].game, self.spec.seed)
@@ -147,7 +149,8 @@ class Trainer:
             agent.select_game(game)
             returns = evaluate(agent.q_net, game, self.cfg.env, episodes=e.episodes, epsilon=e.epsilon,
                                max_episode_steps=e.max_episode_steps, device=agent.device,
-                               seed=self.spec.seed * 100_003 + agent.num_timesteps + j)
+                               seed=self.spec.seed * 100_003 + agent.num_timesteps + j,
+                               threads=th.get_num_threads())
             means[game] = float(np.mean(returns))
             logger.record(f"eval/{game}/return", means[game])
             norm = normalize(game, means[game])
