@@ -99,9 +99,13 @@ class EWCDQN(DQN):
             networks.set_game(self.q_net, self.games.index(game))
             networks.set_game(self.q_net_target, self.games.index(game))
 
+    def steps_on(self, game: str) -> int:
+        """Agent steps trained on ``game`` so far, the current segment included."""
+        return self.game_steps.get(game, 0) + (self.num_timesteps - self.segment_start if game == self.game else 0)
+
     def _epsilon(self) -> float:
         if self.epsilon_per == "game":
-            t = self.game_steps.get(self.game, 0) + self.num_timesteps - self.segment_start
+            t = self.steps_on(self.game)
             if t < self.base_learning_starts:
                 return 1.0
             fraction = min(1.0, (t - self.base_learning_starts) / self.epsilon_decay_steps)
@@ -112,7 +116,7 @@ class EWCDQN(DQN):
 
     def end_segment(self, game: str, keep_replay: bool) -> None:
         """Count the game's steps; keep its memory for a revisit, or free it."""
-        self.game_steps[game] = self.game_steps.get(game, 0) + self.num_timesteps - self.segment_start
+        self.game_steps[game] = self.steps_on(game)
         if self.per_game_replay:
             if keep_replay and self.replay_buffer is not None:
                 self.kept_replays[game] = self.replay_buffer

@@ -108,6 +108,7 @@ class Trainer:
         self.last_checkpoint: tuple[int, Path] | None = None
         self.pbar: tqdm | None = None
         self.stop = _StopFlag()
+        self.device: str | None = None  # resolved from spec.device once the agent exists
         self.t_start = time.perf_counter()
 
     # -- identity of a run (what a resume must match) ------------------------------------------------
@@ -144,7 +145,8 @@ class Trainer:
         games = self.columns if self.spec.eval_all_games else seen
         if self.pbar is not None:
             self.pbar.set_postfix_str(f"evaluating {len(games)} game(s)")
-        means = {}
+        means: dict[str, float] = {}
+        norms: dict[str, float | None] = {}
         for j, game in enumerate(games):
             agent.select_game(game)
             returns = evaluate(agent.q_net, game, self.cfg.env, episodes=e.episodes, epsilon=e.epsilon,
@@ -152,18 +154,18 @@ class Trainer:
                                seed=self.spec.seed * 100_003 + agent.num_timesteps + j,
                                threads=th.get_num_threads())
             means[game] = float(np.mean(returns))
+            norms[game] = normalize(game, means[game])
             logger.record(f"eval/{game}/return", means[game])
-            norm = normalize(game, means[game])
-            if norm is not None:
-                logger.record(f"eval/{game}/normalized", norm)
+            if norms[game] is not None:
+                logger.record(f"eval/{game}/normalized", norms[game])
             self.eval_history.append({"step": agent.num_timesteps, "segment": segment.index, "game": game,
-                                      "returns": returns, "mean": means[game], "normalized": norm})
+                                      "returns": returns, "mean": means[game], "normalized": norms[game]})
         agent.select_game(agent.game)
         logger.record("eval/mean_return", float(np.mean([means[g] for g in seen])))
-        seen_norm = [n for g in seen if (n := normalize(g, means[g])) is not None]
+        seen_norm = [n for g in seen if (n := norms[g]) is not None]
         if seen_norm:
             logger.record("eval/mean_normalized", float(np.mean(seen_norm)))
-        clipped = clipped_normalized_sum([normalize(g, means[g]) for g in means])
+        clipped = clipped_normalized_sum(list(norms.values()))
         if clipped is not None:
             logger.record("eval/clipped_normalized_sum", clipped)
         self.eval_seconds += time.perf_counter() - t0
@@ -175,7 +177,7 @@ class Trainer:
         p = self.cfg.penalty
         if p.kind == "none":
             return
-        trained = agent.game_steps.get(segment.game, 0) + agent.num_timesteps - agent.segment_start
+        trained = agent.steps_on(segment.game)
         if trained < p.consolidate_after_steps:
             logger.record("schedule/consolidation", f"step {agent.num_timesteps}: no anchor for {segment.game} yet "
                           f"({trained} of penalty.consolidate_after_steps = {p.consolidate_after_steps} steps)")
@@ -222,7 +224,7 @@ class Trainer:
             "eval_history": self.eval_history,
             "settings": self.cfg.to_dict(),
             "versions": tblog.package_versions(),
-            "device": self.spec.device,
+            "device": self.spec.device if self.device is None else self.device,
             "command": self.spec.command,
             "wall_time_s": round(self.wall(), 2),
             "eval_time_s": round(self.eval_seconds, 2),
@@ -300,6 +302,7 @@ class Trainer:
                                        "run.steps_per_game": spec.steps_per_game, "run.cycles": spec.cycles,
                                        "run.seed": spec.seed, "run.agent": self.cfg.name})
         agent.set_logger(logger)
+        self.device = str(agent.device)
         self.t_start = time.perf_counter()
         total = sum(s.steps for s in self.schedule)
         self.pbar = tqdm(total=total, initial=agent.num_timesteps, unit="step", dynamic_ncols=True,
