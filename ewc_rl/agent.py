@@ -137,6 +137,24 @@ class EWCDQN(DQN):
             polyak_update(self.batch_norm_stats, self.batch_norm_stats_target, 1.0)
         self.exploration_rate = self._epsilon()
 
+    def predict(self, observation: Any, state: Any = None, episode_start: np.ndarray | None = None,
+                deterministic: bool = False) -> tuple[np.ndarray, Any]:
+        """Epsilon-greedy with one coin per environment.
+
+        SB3's ``DQN.predict`` flips one coin for the whole batch, so with ``n_envs > 1`` all environments would
+        explore or exploit together. With one environment this draws the same random numbers as SB3's.
+        """
+        if deterministic or not self.policy.is_vectorized_observation(observation):
+            return super().predict(observation, state, episode_start, deterministic)
+        n = len(observation[next(iter(observation))] if isinstance(observation, dict) else observation)
+        explore = np.random.rand(n) < self.exploration_rate
+        if explore.all():
+            return np.array([self.action_space.sample() for _ in range(n)]), state
+        action, state = self.policy.predict(observation, state, episode_start, deterministic)
+        for i in np.flatnonzero(explore):
+            action[i] = self.action_space.sample()
+        return action, state
+
     # -- learning ------------------------------------------------------------------------------------
 
     def td_targets(self, data: ReplayBufferSamples) -> th.Tensor:

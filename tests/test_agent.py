@@ -16,11 +16,11 @@ def _env(offset=0):
     return DummyVecEnv([lambda: TinyImageEnv(length=15, seed_offset=offset)])
 
 
-def _agent(**kw):
+def _agent(env=None, **kw):
     args = dict(learning_starts=30, buffer_size=500, exploration_fraction=0.5, exploration_final_eps=0.1,
                 target_update_interval=20, policy_kwargs={"net_arch": [16]}, seed=0, device="cpu")
     args.update(kw)
-    return EWCDQN("MlpPolicy", _env(), **args)
+    return EWCDQN("MlpPolicy", env or _env(), **args)
 
 
 def test_epsilon_and_warmup_restart_for_each_game():
@@ -139,6 +139,33 @@ def test_save_and_load_keep_working(tmp_path):
     assert loaded.double_dqn and loaded.penalty.kind == "l2" and loaded.penalty.active
     obs = np.zeros((1, 4, 8, 8), dtype=np.uint8)
     assert loaded.predict(obs, deterministic=True)[0] == agent.predict(obs, deterministic=True)[0]
+
+
+def test_epsilon_greedy_flips_one_coin_per_environment():
+    """With several environments some explore while others act greedily (SB3's predict flips one coin)."""
+    agent = _agent(env=DummyVecEnv([lambda i=i: TinyImageEnv(length=15, seed_offset=i) for i in range(8)]))
+    agent.exploration_rate = 0.5
+    obs = np.stack([agent.env.observation_space.sample() for _ in range(8)])
+    greedy = agent.predict(obs, deterministic=True)[0]
+    n_actions = agent.action_space.n
+    differs = np.array([agent.predict(obs)[0] != greedy for _ in range(400)])
+    mixed = (differs.any(axis=1) & ~differs.all(axis=1)).mean()
+    assert mixed > 0.9  # one coin per batch would make this 0
+    assert differs.mean() == pytest.approx(0.5 * (1 - 1 / n_actions), abs=0.04)
+
+
+def test_epsilon_greedy_with_one_environment_draws_what_sb3_draws():
+    from stable_baselines3 import DQN
+
+    agent = _agent()
+    agent.exploration_rate = 0.3
+    obs = agent.env.observation_space.sample()[None]
+    runs = []
+    for predict in (agent.predict, lambda o: DQN.predict(agent, o)):
+        np.random.seed(5)
+        agent.action_space.seed(5)
+        runs.append([int(predict(obs)[0][0]) for _ in range(200)])
+    assert runs[0] == runs[1]
 
 
 def test_per_game_epsilon_continues_across_visits():
