@@ -22,17 +22,13 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check ewc_rl tests
-	$(BIN)/ruff format --check ewc_rl tests
 
-DEMO := runs/demo-$(shell date +%Y%m%d-%H%M%S)
-DEMO_ARGS := --games Pong,Breakout --steps-per-game 5000 --eval-every 2500 --eval-episodes 2 --seed 0 \
-	--set dqn.learning_starts=1000 --set dqn.buffer_size=10000 --set dqn.target_update_interval=1000 \
-	--set eval.max_episode_steps=2000 --set penalty.fisher_states=1000 --no-progress
-
+# The main job: MinAtar Breakout -> SpaceInvaders -> Freeway without and with EWC, seeds 0 and 1, two runs at
+# a time (one torch thread each). Finished runs are skipped and interrupted ones resumed when it is repeated.
 demo: $(STAMP)
-	$(BIN)/ewc-rl train --agent dqn $(DEMO_ARGS) --logdir $(DEMO)/dqn/seed-0
-	$(BIN)/ewc-rl train --agent ewc $(DEMO_ARGS) --logdir $(DEMO)/ewc/seed-0
-	@echo "compare both runs: $(BIN)/tensorboard --logdir $(DEMO)"
+	$(BIN)/ewc-rl compare --agents minatar-dqn minatar-ewc --seeds 0 1 \
+		--games MinAtar/Breakout,MinAtar/SpaceInvaders,MinAtar/Freeway --steps-per-game 100000 --workers 2 \
+		--logdir runs/demo
 
 clean:
 	rm -rf $(VENV)
