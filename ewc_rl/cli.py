@@ -8,6 +8,7 @@ an interrupted run says how to resume it and exits with 128 + the signal number.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -345,10 +346,10 @@ def _compare(args: argparse.Namespace) -> int:
         else:
             failed = run_grid(spec, args.logdir, workers=args.workers, device=args.device,
                               progress=not args.no_progress)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         print("ewc-rl: interrupted; unfinished runs wrote checkpoints. Run the same command again to resume them.",
               file=sys.stderr)
-        return 130
+        return 128 + getattr(stop, "signum", signal.SIGINT)
     paths = write_report(args.logdir)
     print(paths["md"].read_text())
     print(f"report: {paths['md']}, {paths['json']}, {paths['png']}")

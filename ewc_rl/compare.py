@@ -22,12 +22,21 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import FrameType
 
 from tqdm import tqdm
 
 from ewc_rl.checkpoints import latest_path
 from ewc_rl.errors import UsageError
 from ewc_rl.logging import write_json
+
+
+class GridInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped a comparison; every unfinished run wrote a checkpoint."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
 @dataclass
@@ -168,12 +177,19 @@ def run_grid(spec: GridSpec, logdir: Path, *, workers: int, device: str = "auto"
     """Run every unfinished cell in local worker processes; returns the number of failed runs."""
     todo = pending(spec, logdir)
     pool = _Pool(spec, logdir, max(1, min(workers, len(todo) or 1)), device)
-    with tqdm(total=len(todo), unit="run", disable=not progress, file=sys.stderr, dynamic_ncols=True) as bar:
-        try:
-            return pool.run(todo, bar)
-        except KeyboardInterrupt:
+    # SIGINT/SIGTERM only set a flag the loop checks: a KeyboardInterrupt raised inside Popen.poll() can leave
+    # the Popen's internal lock held, and the wait() that follows would then hang forever.
+    previous = {sig: signal.signal(sig, pool.interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with tqdm(total=len(todo), unit="run", disable=not progress, file=sys.stderr, dynamic_ncols=True) as bar:
+            failed = pool.run(todo, bar)
+        if pool.signum is not None:
             pool.stop()
-            raise
+            raise GridInterrupted(pool.signum)
+        return failed
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 class _Pool:
@@ -183,6 +199,11 @@ class _Pool:
         self.spec, self.logdir, self.workers, self.device = spec, logdir, workers, device
         self.threads = max(1, (os.cpu_count() or 1) // workers)
         self.running: dict[subprocess.Popen, tuple[Cell, float]] = {}
+        self.signum: int | None = None
+
+    def interrupt(self, signum: int, frame: FrameType | None) -> None:
+        """Signal handler: stop starting runs; ``run_grid`` then stops the running ones."""
+        self.signum = signum
 
     def _start(self, cell: Cell) -> None:
         argv = prepare_run_dir(cell, self.logdir, train_argv(self.spec, cell, self.logdir, self.device, self.threads))
@@ -194,8 +215,8 @@ class _Pool:
 
     def run(self, todo: list[Cell], bar: tqdm) -> int:
         queue, failed = list(todo), 0
-        while queue or self.running:
-            while queue and len(self.running) < self.workers:
+        while (queue or self.running) and self.signum is None:
+            while queue and len(self.running) < self.workers and self.signum is None:
                 self._start(queue.pop(0))
                 bar.set_postfix_str(", ".join(f"{c.label}/seed-{c.seed}" for c, _ in self.running.values()))
             time.sleep(0.5)

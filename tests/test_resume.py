@@ -22,6 +22,7 @@ import torch as th
 
 from ewc_rl import checkpoints
 from ewc_rl.cli import main
+from ewc_rl.config import load_config
 
 STEPS = 1200
 ARGS = ["train", "--agent", "minatar-ewc", "--games", "MinAtar/Breakout,MinAtar/SpaceInvaders",
@@ -156,7 +157,7 @@ def interrupted(tmp_path_factory):
 
 @pytest.mark.parametrize(("extra", "message"), [
     (["--set", "penalty.lambda=5"], "--resume with settings that differ from the saved run: penalty.lambda: "
-                                    "saved 1000.0, now 5.0"),
+                                    f"saved {load_config('minatar-ewc').penalty.lam}, now 5.0"),
     (["--seed", "3"], "run.seed: saved 0, now 3"),
 ])
 def test_resume_with_other_settings_is_refused(interrupted, capsys, extra, message):
@@ -260,7 +261,8 @@ def test_full_disk_stops_the_run_and_keeps_the_previous_checkpoint(tmp_path, mon
     assert main([*ARGS, "--logdir", str(logdir), "--resume"]) == 0
 
 
-def test_ctrl_c_on_compare_checkpoints_every_worker_and_a_repeat_resumes(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_stopping_compare_checkpoints_every_worker_and_a_repeat_resumes(tmp_path, signum):
     logdir = tmp_path / "cmp"
     argv = [sys.executable, "-m", "ewc_rl", "compare", "--agents", "minatar-dqn", "minatar-ewc", "--seeds", "0",
             "--logdir", str(logdir), "--workers", "2", "--games", "MinAtar/Breakout,MinAtar/SpaceInvaders",
@@ -273,9 +275,9 @@ def test_ctrl_c_on_compare_checkpoints_every_worker_and_a_repeat_resumes(tmp_pat
     deadline = time.time() + 120
     while not all(checkpoints.latest_path(r) for r in runs) and time.time() < deadline:
         time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
+    assert proc.returncode == 128 + signum, err
     assert "Run the same command again to resume them" in err
     assert all(not json.loads((r / "summary.json").read_text()).get("complete")
                for r in runs if (r / "summary.json").exists())
