@@ -392,6 +392,12 @@ class _SegmentCallback(BaseCallback):
         freq = agent.train_freq.frequency * (n if agent.train_freq.unit.value == "step" else 1)
         return (self.num_timesteps - n - agent.segment_start) % max(freq, 1) == 0
 
+    def _on_training_end(self) -> None:
+        # A segment shorter than log_every, with no episode ended (several environments share its steps),
+        # would otherwise leave no train/* point at all.
+        if self.num_timesteps >= self.end_step and self.num_timesteps > self.mark_step:
+            self._dump()
+
     def _checkpoint_here(self) -> None:
         agent: EWCDQN = self.model  # type: ignore[assignment]
         agent.num_timesteps -= agent.n_envs  # the state saved is that of the previous step (see above)

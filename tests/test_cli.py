@@ -31,7 +31,9 @@ def test_module_entry_point_prints_help():
 
 def test_ewc_run_on_two_atari_games(tmp_path, capsys):
     logdir = tmp_path / "run"
-    assert main(["train", "--agent", "ewc", "--games", "Pong,Breakout", "--logdir", str(logdir), *TINY]) == 0
+    # one environment, so that 300 steps per game finish a Breakout episode (train/episode_return)
+    assert main(["train", "--agent", "ewc", "--games", "Pong,Breakout", "--logdir", str(logdir), *TINY,
+                 "--set", "agent.n_envs=1"]) == 0
     printed = capsys.readouterr().out
     assert f"tensorboard --logdir {logdir}" in printed
 
