@@ -208,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "torch loop; the frame replay's bytes per transition; the per-sample Fisher's speed; the "
                     "evaluation's share of wall time. Prints a markdown table (docs/performance.md).",
     )
-    bench.add_argument("--quick", action="store_const", const="quick", dest="size",
+    bench.add_argument("--quick", action="store_const", const="quick", dest="size", default="full",
                        help="short measurements: about 8 minutes on 2 CPU cores")
     bench.add_argument("--size", choices=("tiny", "quick", "full"), default="full",
                        help="measurement lengths; tiny only checks that everything runs (default: full)")

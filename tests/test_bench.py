@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from ewc_rl import bench
-from ewc_rl.cli import main
+from ewc_rl.cli import build_parser, main
 
 
 def test_bench_runs_at_tiny_sizes_and_writes_every_key(tmp_path, capsys):
@@ -22,3 +24,8 @@ def test_bench_runs_at_tiny_sizes_and_writes_every_key(tmp_path, capsys):
 def test_bench_refuses_minatar_in_one_line(capsys):
     assert main(["bench", "--game", "MinAtar/Breakout", "--size", "tiny"]) == 2
     assert "give an ALE game" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("argv", "size"), [([], "full"), (["--quick"], "quick"), (["--size", "tiny"], "tiny")])
+def test_bench_size_defaults_to_full_and_quick_selects_quick(argv, size):
+    assert build_parser().parse_args(["bench", *argv]).size == size
