@@ -11,7 +11,9 @@ full 18 actions and the same ale-py vector environment (so preprocessing is iden
   the same update on minibatches from a plain tensor ring.
 
 Steps per second are measured after the warm-up (``learning_starts``) and a few hundred further steps (the
-first updates allocate optimiser state and create kernels), when every learner trains.
+first updates allocate optimiser state and create kernels), when every learner trains, in interleaved
+rounds (see :func:`_throughput`): on a shared machine the speed drifts by tens of percent over minutes, and
+learners timed one after the other measured that drift more than their own differences.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ import numpy as np
 import torch as th
 import torch.nn.functional as F
 from stable_baselines3 import DQN
-from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.torch_layers import NatureCNN
 from tqdm import tqdm
 
@@ -59,27 +60,13 @@ class BenchSizes:
     replay: int  # transitions filled into the frame replay that is measured
     fisher_states: int
     eval_episodes: int
+    rounds: int  # the timed steps of each learner are split into this many interleaved chunks
 
     @classmethod
     def of(cls, mode: str) -> BenchSizes:
-        return {"tiny": cls(100, 20, 60, 60, 300, 32, 1), "quick": cls(1_000, 200, 3_000, 1_500, 10_000, 640, 4),
-                "full": cls(5_000, 400, 12_000, 6_000, 50_000, 3_200, 10)}[mode]
-
-
-class _Clock(BaseCallback):
-    """Wall time of the steps after ``start`` (SB3 callback)."""
-
-    def __init__(self, start: int) -> None:
-        super().__init__()
-        self.start, self.t0, self.steps0 = start, 0.0, 0
-
-    def _on_step(self) -> bool:
-        if not self.t0 and self.num_timesteps >= self.start:
-            self.t0, self.steps0 = time.perf_counter(), self.num_timesteps
-        return True
-
-    def rate(self) -> float:
-        return (self.num_timesteps - self.steps0) / (time.perf_counter() - self.t0)
+        return {"tiny": cls(100, 20, 64, 64, 300, 32, 1, 2),
+                "quick": cls(1_000, 200, 3_000, 1_500, 10_000, 640, 4, 3),
+                "full": cls(5_000, 400, 12_000, 6_000, 50_000, 3_200, 10, 6)}[mode]
 
 
 def _bench_config(agent: str, sizes: BenchSizes, overrides: list[str]) -> Config:
@@ -89,7 +76,39 @@ def _bench_config(agent: str, sizes: BenchSizes, overrides: list[str]) -> Config
                                *overrides])
 
 
-def _ours(cfg: Config, game: str, sizes: BenchSizes, anchors: int) -> tuple[float, Any]:
+class _Learner:
+    """One learner of the throughput comparison, brought past its warm-up, then timed in chunks."""
+
+    def advance(self, steps: int) -> int:
+        """Run at least ``steps`` agent steps (whole vector steps and train_freq chunks); return how many."""
+        raise NotImplementedError
+
+    def timed(self, steps: int) -> tuple[int, float]:
+        """Agent steps run and the seconds they took."""
+        t0 = time.perf_counter()
+        done = self.advance(steps)
+        return done, time.perf_counter() - t0
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class _SB3Learner(_Learner):
+    """ewc_rl's agent or stock SB3 DQN: both continue with ``learn(..., reset_num_timesteps=False)``."""
+
+    def __init__(self, model: Any, env: Any) -> None:
+        self.model, self.env = model, env
+
+    def advance(self, steps: int) -> int:
+        before = self.model.num_timesteps
+        self.model.learn(steps, reset_num_timesteps=False, log_interval=None)
+        return self.model.num_timesteps - before
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def _ours(cfg: Config, game: str, sizes: BenchSizes, anchors: int) -> _SB3Learner:
     env = make_env(game, cfg.env, training=True, seed=0, n_envs=cfg.agent.n_envs)
     agent = make_agent(cfg, env, [game], seed=0, device="cpu")
     if anchors:
@@ -99,65 +118,93 @@ def _ours(cfg: Config, game: str, sizes: BenchSizes, anchors: int) -> tuple[floa
             theta = {n: p.detach() + 0.01 * th.randn(p.shape, generator=rng) for n, p in params.items()}
             fisher = {n: th.rand(p.shape, generator=rng) * 1e-2 for n, p in params.items()}
             agent.penalty.consolidate(f"anchor{k}", theta, fisher)
-    total = sizes.warmup + sizes.settle + sizes.steps
-    agent.begin_segment(env, game, total)
-    clock = _Clock(sizes.warmup + sizes.settle)
-    agent.learn(total, callback=clock, reset_num_timesteps=False, log_interval=None)
-    rate = clock.rate()
-    env.close()
-    return rate, agent
+    agent.begin_segment(env, game, sizes.warmup + sizes.settle + sizes.steps)
+    return _SB3Learner(agent, env)
 
 
-def _sb3(cfg: Config, game: str, sizes: BenchSizes) -> float:
+def _sb3(cfg: Config, game: str, sizes: BenchSizes) -> _SB3Learner:
     env = make_env(game, cfg.env, training=True, seed=0, n_envs=1)
     model = DQN("CnnPolicy", env, learning_starts=sizes.warmup, buffer_size=sizes.replay, batch_size=32, train_freq=4,
                 gradient_steps=1, target_update_interval=1000, learning_rate=cfg.dqn.learning_rate,
                 policy_kwargs={"features_extractor_class": NatureCNN, "net_arch": []}, seed=0, device="cpu")
-    clock = _Clock(sizes.warmup + sizes.settle)
-    model.learn(sizes.warmup + sizes.settle + sizes.sb3_steps, callback=clock, log_interval=None)
-    env.close()
-    return clock.rate()
+    return _SB3Learner(model, env)
 
 
-def _limit(cfg: Config, game: str, sizes: BenchSizes) -> float:
+class _Limit(_Learner):
     """The same work with nothing else: batched greedy acting, env steps, updates from a tensor ring."""
-    n = cfg.agent.n_envs
-    env = make_env(game, cfg.env, training=True, seed=0, n_envs=n)
-    shape = env.observation_space.shape
-    th.manual_seed(0)
-    net = th.nn.Sequential(NatureCNN(env.observation_space), th.nn.Linear(512, 18))
-    target = th.nn.Sequential(NatureCNN(env.observation_space), th.nn.Linear(512, 18))
-    target.load_state_dict(net.state_dict())
-    opt = th.optim.Adam(net.parameters(), lr=cfg.dqn.learning_rate, eps=1e-5)
-    start_at, end_at = sizes.warmup + sizes.settle, sizes.warmup + sizes.settle + sizes.steps
-    capacity = end_at + n
-    ring_obs = th.zeros((capacity, *shape), dtype=th.uint8)
-    ring_next = th.zeros((capacity, *shape), dtype=th.uint8)
-    ring_a, ring_r, ring_d = (th.zeros(capacity, dtype=dt) for dt in (th.int64, th.float32, th.float32))
-    obs, stored, since_update, t0 = env.reset(), 0, 0, 0.0
-    while stored < end_at:
-        if not t0 and stored >= start_at:
-            t0, start = time.perf_counter(), stored
-        with th.no_grad():
-            actions = net(th.as_tensor(obs).float() / 255).argmax(1).numpy()
-        new_obs, reward, done, _ = env.step(actions)
-        idx = slice(stored, stored + n)
-        ring_obs[idx], ring_next[idx] = th.as_tensor(obs), th.as_tensor(new_obs)
-        ring_a[idx], ring_r[idx], ring_d[idx] = (th.as_tensor(x) for x in (actions, reward, done.astype(np.float32)))
-        obs, stored, since_update = new_obs, stored + n, since_update + n
-        while stored > sizes.warmup and since_update >= 4:
-            since_update -= 4
-            b = th.randint(0, stored, (32,))
+
+    def __init__(self, cfg: Config, game: str, sizes: BenchSizes) -> None:
+        self.n, self.warmup = cfg.agent.n_envs, sizes.warmup
+        self.env = make_env(game, cfg.env, training=True, seed=0, n_envs=self.n)
+        space = self.env.observation_space
+        th.manual_seed(0)
+        self.net = th.nn.Sequential(NatureCNN(space), th.nn.Linear(512, 18))
+        self.target = th.nn.Sequential(NatureCNN(space), th.nn.Linear(512, 18))
+        self.target.load_state_dict(self.net.state_dict())
+        self.opt = th.optim.Adam(self.net.parameters(), lr=cfg.dqn.learning_rate, eps=1e-5)
+        capacity = sizes.warmup + sizes.settle + sizes.steps + 2 * self.n
+        self.ring_obs = th.zeros((capacity, *space.shape), dtype=th.uint8)
+        self.ring_next = th.zeros((capacity, *space.shape), dtype=th.uint8)
+        self.ring_a, self.ring_r, self.ring_d = (th.zeros(capacity, dtype=dt)
+                                                 for dt in (th.int64, th.float32, th.float32))
+        self.obs, self.stored, self.since_update = self.env.reset(), 0, 0
+
+    def advance(self, steps: int) -> int:
+        n, start, end = self.n, self.stored, self.stored + steps
+        while self.stored < end:
             with th.no_grad():
-                y = ring_r[b] + 0.99 * (1 - ring_d[b]) * target(ring_next[b].float() / 255).max(1).values
-            q = net(ring_obs[b].float() / 255).gather(1, ring_a[b][:, None]).squeeze(1)
-            loss = F.smooth_l1_loss(q, y)
-            opt.zero_grad()
-            loss.backward()
-            th.nn.utils.clip_grad_norm_(net.parameters(), 10.0)
-            opt.step()
-    env.close()
-    return (stored - start) / (time.perf_counter() - t0)
+                actions = self.net(th.as_tensor(self.obs).float() / 255).argmax(1).numpy()
+            new_obs, reward, done, _ = self.env.step(actions)
+            idx = slice(self.stored, self.stored + n)
+            self.ring_obs[idx], self.ring_next[idx] = th.as_tensor(self.obs), th.as_tensor(new_obs)
+            for ring, x in zip((self.ring_a, self.ring_r, self.ring_d), (actions, reward, done.astype(np.float32)),
+                               strict=True):
+                ring[idx] = th.as_tensor(x)
+            self.obs, self.stored, self.since_update = new_obs, self.stored + n, self.since_update + n
+            while self.stored > self.warmup and self.since_update >= 4:
+                self.since_update -= 4
+                self._update()
+        return self.stored - start
+
+    def _update(self) -> None:
+        b = th.randint(0, self.stored, (32,))
+        with th.no_grad():
+            next_q = self.target(self.ring_next[b].float() / 255).max(1).values
+            y = self.ring_r[b] + 0.99 * (1 - self.ring_d[b]) * next_q
+        q = self.net(self.ring_obs[b].float() / 255).gather(1, self.ring_a[b][:, None]).squeeze(1)
+        loss = F.smooth_l1_loss(q, y)
+        self.opt.zero_grad()
+        loss.backward()
+        th.nn.utils.clip_grad_norm_(self.net.parameters(), 10.0)
+        self.opt.step()
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def _throughput(learners: dict[str, _Learner], steps: dict[str, int], sizes: BenchSizes,
+                bar: Any) -> dict[str, dict[str, Any]]:
+    """Agent steps/s of each learner, timed in interleaved rounds.
+
+    Every learner first runs its warm-up and settling steps untimed. The timed steps are then split into
+    ``sizes.rounds`` chunks, and the learners take turns chunk by chunk (the order rotating every round),
+    so that a slow spell of a shared machine falls on all of them alike instead of on whichever ran then.
+    """
+    for name, learner in learners.items():
+        bar.set_description(f"warm-up: {name}")
+        learner.advance(sizes.warmup + sizes.settle)
+    timed: dict[str, list[tuple[int, float]]] = {name: [] for name in learners}
+    names = list(learners)
+    for r in range(sizes.rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            bar.set_description(f"round {r + 1}/{sizes.rounds}: {name}")
+            timed[name].append(learners[name].timed(steps[name] // sizes.rounds))
+    out = {}
+    for name, chunks in timed.items():
+        rates = [done / seconds for done, seconds in chunks]
+        out[name] = {"steps_per_s": sum(done for done, _ in chunks) / sum(seconds for _, seconds in chunks),
+                     "round_min": min(rates), "round_max": max(rates)}
+    return out
 
 
 def _replay_bytes(cfg: Config, game: str, sizes: BenchSizes) -> float:
@@ -236,20 +283,24 @@ def run(agent: str = "dqn", game: str = "Breakout", mode: str = "quick", overrid
     sizes = BenchSizes.of(mode)
     cfg = _bench_config(agent, sizes, list(overrides or []))
     ewc = _bench_config(agent, sizes, [*(overrides or []), "penalty.kind='ewc'", "penalty.lambda=400"])
-    stages = ["ewc_rl", "ewc_rl + EWC (10 anchors)", "stock SB3 DQN", "bare torch loop", "frame replay",
-              "Fisher", "evaluation"]
-    bar = tqdm(stages, disable=not progress, unit="part", dynamic_ncols=True)
+    learners: dict[str, _Learner] = {"plain": _ours(cfg, game, sizes, anchors=0),
+                                     "ewc10": _ours(ewc, game, sizes, anchors=10),
+                                     "sb3": _sb3(cfg, game, sizes), "limit": _Limit(cfg, game, sizes)}
+    steps = {"plain": sizes.steps, "ewc10": sizes.steps, "sb3": sizes.sb3_steps, "limit": sizes.steps}
+    bar = tqdm(["throughput", "frame replay", "Fisher", "evaluation"], disable=not progress, unit="part",
+               dynamic_ncols=True)
     raw: dict[str, Any] = {}
     for stage in bar:
         bar.set_description(stage)
-        if stage == "ewc_rl":
-            raw["steps_per_s_plain"], trained = _ours(cfg, game, sizes, anchors=0)
-        elif stage.startswith("ewc_rl + EWC"):
-            raw["steps_per_s_ewc10"], _ = _ours(ewc, game, sizes, anchors=10)
-        elif stage == "stock SB3 DQN":
-            raw["steps_per_s_sb3"] = _sb3(cfg, game, sizes)
-        elif stage == "bare torch loop":
-            raw["steps_per_s_limit"] = _limit(cfg, game, sizes)
+        if stage == "throughput":
+            rates = _throughput(learners, steps, sizes, bar)
+            for name, rate in rates.items():
+                raw[f"steps_per_s_{name}"] = rate["steps_per_s"]
+            raw["steps_per_s_rounds"] = {name: [rate["round_min"], rate["round_max"]] for name, rate in rates.items()}
+            for learner in learners.values():
+                learner.close()
+            trained = learners["plain"].model  # type: ignore[attr-defined]
+            learners.clear()  # the other learners' replay memories go before the next parts
         elif stage == "frame replay":
             raw["replay_bytes_per_transition"] = _replay_bytes(cfg, game, sizes)
         elif stage == "Fisher":
@@ -287,7 +338,9 @@ def to_markdown(result: dict[str, Any]) -> str:
     fisher = raw["fisher_states_per_s"]
     lines += ["", f"Agent steps/s after warm-up: ewc_rl {raw['steps_per_s_plain']:.1f}, ewc_rl + EWC (10 anchors) "
               f"{raw['steps_per_s_ewc10']:.1f}, stock SB3 DQN {raw['steps_per_s_sb3']:.1f}, bare torch loop "
-              f"{raw['steps_per_s_limit']:.1f}.",
+              f"{raw['steps_per_s_limit']:.1f}; timed in {setup['sizes']['rounds']} interleaved rounds, whose "
+              "rates ranged: " + ", ".join(f"{name} {lo:.0f}–{hi:.0f}" for name, (lo, hi)
+                                          in raw["steps_per_s_rounds"].items()) + ".",
               f"Fisher, states/s: batched forward+backward {fisher['batched_backward']:.0f}, sampled per-sample "
               f"(hooks) {fisher['sampled_hooks']:.0f}, sampled per-sample (torch.func vmap) "
               f"{fisher['sampled_vmap']:.0f}, exact per-sample (hooks, 18 actions) {fisher['exact_hooks']:.0f}.",
