@@ -209,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "evaluation's share of wall time. Prints a markdown table (docs/performance.md).",
     )
     bench.add_argument("--quick", action="store_const", const="quick", dest="size", default="full",
-                       help="short measurements: about 8 minutes on 2 CPU cores")
+                       help="short measurements: about 3 minutes on 2 CPU cores (the full run: about 10)")
     bench.add_argument("--size", choices=("tiny", "quick", "full"), default="full",
                        help="measurement lengths; tiny only checks that everything runs (default: full)")
     bench.add_argument("--agent", default="dqn", metavar="NAME|PATH",
