@@ -142,7 +142,8 @@ class _Limit(_Learner):
         self.target = th.nn.Sequential(NatureCNN(space), th.nn.Linear(512, 18))
         self.target.load_state_dict(self.net.state_dict())
         self.opt = th.optim.Adam(self.net.parameters(), lr=cfg.dqn.learning_rate, eps=1e-5)
-        capacity = sizes.warmup + sizes.settle + sizes.steps + 2 * self.n
+        # every advance() may overrun by up to one vector step: the warm-up and each round
+        capacity = sizes.warmup + sizes.settle + sizes.steps + self.n * (sizes.rounds + 1)
         self.ring_obs = th.zeros((capacity, *space.shape), dtype=th.uint8)
         self.ring_next = th.zeros((capacity, *space.shape), dtype=th.uint8)
         self.ring_a, self.ring_r, self.ring_d = (th.zeros(capacity, dtype=dt)
