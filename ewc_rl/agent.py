@@ -1,8 +1,10 @@
-"""The learner: stable-baselines3's DQN with a consolidation penalty, Double DQN, and per-game phases.
+"""The learner: stable-baselines3's DQN with continual methods, Double DQN, and per-game phases.
 
-``EWCDQN`` is a plain SB3 ``DQN`` subclass, so ``predict``, ``save`` and ``load`` work as in SB3. It adds:
+``ContinualDQN`` is a plain SB3 ``DQN`` subclass, so ``predict``, ``save`` and ``load`` work as in SB3. It adds:
 
-* loss = Huber TD loss + ``penalty(theta)`` (see :mod:`ewc_rl.penalty`), optionally with Double DQN targets;
+* the hooks of its continual methods (:mod:`ewc_rl.methods`: a quadratic anchor such as EWC, and others),
+  called at fixed points of every update and segment; loss = Huber TD loss + what the methods add,
+  optionally with Double DQN targets;
 * :meth:`begin_segment`: switches to a game: its replay memory, its per-game layers (if any), its
   epsilon schedule and warm-up, while the global step counter and the TensorBoard run go on. Epsilon
   either restarts with every segment (``epsilon_per="segment"``: SB3's ``exploration_fraction`` of the
@@ -10,7 +12,8 @@
   linear to ``exploration_final_eps`` over ``epsilon_decay_steps``, as in the EWC paper). The warm-up
   (``learning_starts`` random steps without updates) is needed only while a game's memory is empty or
   younger than ``learning_starts`` steps;
-* :meth:`estimate_fisher`: the policy Fisher of the current Q-network over replay states;
+* :meth:`estimate_fisher`: the Fisher of the current Q-network over replay states (any estimator of
+  :data:`ewc_rl.fisher.ESTIMATORS`);
 * :meth:`checkpoint_state` / :meth:`restore_checkpoint`: everything a resume needs, as JSON values,
   tensors and raw arrays (no pickled objects; see :mod:`ewc_rl.checkpoints`).
 """
@@ -30,23 +33,33 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from ewc_rl import envs, networks
 from ewc_rl import fisher as fisher_lib
+from ewc_rl import methods as methods_lib
 from ewc_rl.config import Config
 from ewc_rl.errors import UsageError
+from ewc_rl.methods import Method
+from ewc_rl.methods.anchor import QuadraticAnchor
 from ewc_rl.penalty import Penalty
-from ewc_rl.replay import FrameReplayBuffer, buffer_state, load_buffer_state
+from ewc_rl.replay import FrameReplayBuffer, buffer_state, load_buffer_state, sample_transitions
 
 
 class NonFiniteLossError(FloatingPointError):
     """The TD loss or the penalty became NaN/inf."""
 
 
-class EWCDQN(DQN):
-    """SB3 DQN + consolidation penalty + Double DQN + per-game epsilon, warm-up and replay."""
+class ContinualDQN(DQN):
+    """SB3 DQN + continual methods + Double DQN + per-game epsilon, warm-up and replay.
 
-    def __init__(self, policy: Any, env: Any, *, penalty: Penalty | None = None, double_dqn: bool = False,
-                 per_game_replay: bool = True, skip_nonfinite: bool = False, games: list[str] | None = None,
-                 epsilon_per: str = "segment", epsilon_decay_steps: int = 1_000_000, **kwargs: Any) -> None:
-        self.penalty = penalty if penalty is not None else Penalty("none")
+    ``methods`` run their hooks in the order given; ``penalty`` is a shorthand for one quadratic anchor
+    (``methods=[QuadraticAnchor(penalty=penalty)]``), as SB3 users write ``DQN("MlpPolicy", env, ...)``.
+    """
+
+    def __init__(self, policy: Any, env: Any, *, methods: list[Method] | None = None, penalty: Penalty | None = None,
+                 double_dqn: bool = False, per_game_replay: bool = True, skip_nonfinite: bool = False,
+                 games: list[str] | None = None, epsilon_per: str = "segment", epsilon_decay_steps: int = 1_000_000,
+                 **kwargs: Any) -> None:
+        if methods is not None and penalty is not None:
+            raise ValueError("give methods or penalty, not both")
+        self.methods: list[Method] = methods if methods is not None else [QuadraticAnchor(penalty=penalty)]
         self.double_dqn = double_dqn
         self.per_game_replay = per_game_replay
         self.skip_nonfinite = skip_nonfinite
@@ -64,6 +77,17 @@ class EWCDQN(DQN):
 
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "kept_replays"]
+
+    def _setup_model(self) -> None:
+        super()._setup_model()
+        for method in self.methods:
+            method.setup(self)
+
+    @property
+    def penalty(self) -> Penalty:
+        """The first quadratic anchor's penalty (a penalty of kind ``none`` without one)."""
+        anchor = next((m for m in self.methods if isinstance(m, QuadraticAnchor)), None)
+        return anchor.penalty if anchor is not None else Penalty("none")
 
     # -- phases --------------------------------------------------------------------------------------
 
@@ -92,6 +116,8 @@ class EWCDQN(DQN):
             trained = sum(self.game_steps.values()) + self.num_timesteps - self.segment_start
             self.learning_starts = self.num_timesteps + max(0, self.base_learning_starts - trained)
         self.exploration_rate = self._epsilon()
+        for method in self.methods:
+            method.on_segment_start(self, game)
 
     def select_game(self, game: str) -> None:
         """Use ``game``'s biases and gains in the online and target networks (no-op without per-game layers)."""
@@ -178,26 +204,33 @@ class EWCDQN(DQN):
             target = self.td_targets(data)
             q = self.q_net(data.observations).gather(1, data.actions.long())
             td_loss = F.smooth_l1_loss(q, target)
+            loss = td_loss
+            for method in self.methods:
+                extra = method.loss(self, data)
+                if extra is not None:
+                    loss = loss + extra
             self.policy.optimizer.zero_grad()
-            td_loss.backward()
-            # loss = td_loss + penalty: the penalty's gradient is added directly (Penalty.add_gradient); its
-            # value is computed on every 8th update only, where it is also logged.
-            log_penalty = self._n_updates % 8 == 0
-            penalty_value = self.penalty.add_gradient(params, value=log_penalty)
-            td_value = td_loss.item()
+            loss.backward()
+            # Methods may add their gradients directly (the penalty: lambda A (theta - mu), no graph); values that
+            # cost a pass of their own are computed on every 8th update only, where they are also logged.
+            log = self._n_updates % 8 == 0
+            values = {"td_loss": td_loss.item()}
+            for method in self.methods:
+                values |= method.on_gradients(self, params, log)
             self._n_updates += 1
-            if not (np.isfinite(td_value) and (penalty_value is None or np.isfinite(penalty_value))):
+            if not all(np.isfinite(v) for v in values.values()):
                 if self.skip_nonfinite:
                     self.skipped_updates += 1
                     self.logger.record("train/skipped_updates", self.skipped_updates)
                     continue
-                raise NonFiniteLossError(
-                    f"non-finite loss at step {self.num_timesteps}: td_loss={td_value}, penalty={penalty_value}")
+                shown = ", ".join(f"{k}={v}" for k, v in values.items())
+                raise NonFiniteLossError(f"non-finite loss at step {self.num_timesteps}: {shown}")
             th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
             self.policy.optimizer.step()
-            self.logger.record_mean("train/td_loss", td_value)
-            if penalty_value is not None:
-                self.logger.record_mean("train/penalty", penalty_value)
+            for method in self.methods:
+                method.after_step(self)
+            for key, value in values.items():
+                self.logger.record_mean(f"train/{key}", value)
 
     # -- consolidation -------------------------------------------------------------------------------
 
@@ -209,27 +242,17 @@ class EWCDQN(DQN):
                         seed: int = 0) -> dict[str, th.Tensor]:
         """The diagonal Fisher of the current Q-network over ``n_states`` states of the current replay."""
         assert self.replay_buffer is not None, "no replay memory to take Fisher states from"
-        from ewc_rl.replay import sample_transitions
-
         data = sample_transitions(self.replay_buffer, n_states, np.random.default_rng(seed))
         self.policy.set_training_mode(False)
-        if estimator == "sampled":
-            gen = th.Generator(device=self.device).manual_seed(seed)
-            actions = fisher_lib.sample_actions(self.q_net, data.observations, tau, gen)
-            fisher = fisher_lib.sampled_fisher(self.q_net, data.observations, actions, tau, chunk_size)
-        elif estimator == "exact":
-            fisher = fisher_lib.exact_fisher(self.q_net, data.observations, tau, chunk_size)
-        elif estimator == "empirical":
-            targets = self.td_targets(data).squeeze(1)
-            fisher = fisher_lib.empirical_fisher(
-                self.q_net, data.observations, data.actions.long().squeeze(1), targets, chunk_size)
-        else:
-            raise ValueError(f"unknown Fisher estimator {estimator!r}")
+        fisher = fisher_lib.estimate(estimator, self.q_net, data, self.td_targets, tau=tau, chunk_size=chunk_size,
+                                     seed=seed)
         return {n: f for n, f in fisher.items() if not networks.is_per_game(n)}
 
     def consolidate(self, game: str, fisher: dict[str, th.Tensor] | None) -> None:
-        """Anchor the penalty at the current parameters for ``game``."""
-        self.penalty.consolidate(game, self.shared_parameters(), fisher)
+        """Anchor every quadratic anchor's penalty for ``game`` at the current parameters."""
+        for method in self.methods:
+            if isinstance(method, QuadraticAnchor):
+                method.consolidate(self, game, fisher)
 
     # -- checkpoints ---------------------------------------------------------------------------------
 
@@ -243,7 +266,7 @@ class EWCDQN(DQN):
         meta["game_steps"] = dict(self.game_steps)
         meta["action_space_rng"] = self.action_space.np_random.bit_generator.state
         tensors = {"policy": self.policy.state_dict(), "optimizer": self.policy.optimizer.state_dict(),
-                   "penalty": self.penalty.state_dict()}
+                   "methods": {m.name: m.state_dict() for m in self.methods}}
         replays: dict[str, dict[str, np.ndarray]] = {}
         if with_replay:
             if self.replay_buffer is not None:
@@ -261,7 +284,11 @@ class EWCDQN(DQN):
         self.action_space.np_random.bit_generator.state = meta["action_space_rng"]
         self.policy.load_state_dict(tensors["policy"])
         self.policy.optimizer.load_state_dict(tensors["optimizer"])
-        self.penalty.load_state_dict(tensors["penalty"], self.device)
+        if sorted(tensors["methods"]) != sorted(m.name for m in self.methods):
+            raise ValueError(f"the checkpoint holds the methods {sorted(tensors['methods'])}, this agent runs "
+                             f"{sorted(m.name for m in self.methods)}")
+        for method in self.methods:
+            method.load_state_dict(tensors["methods"][method.name], self.device)
         self.kept_replays = {}
         for key, arrays in replays.items():
             buffer = self._new_replay_buffer()
@@ -282,7 +309,7 @@ def replay_class(cfg: Config, game: str) -> type[BaseBuffer] | None:
     return FrameReplayBuffer if kind == "frames" else None
 
 
-def make_agent(cfg: Config, env: VecEnv, games: list[str], *, seed: int, device: str) -> EWCDQN:
+def make_agent(cfg: Config, env: VecEnv, games: list[str], *, seed: int, device: str) -> ContinualDQN:
     """The learner an agent file describes, for ``games`` (the columns: per-game layers are indexed by them).
 
     ``dqn.train_freq`` counts agent steps per update whatever ``agent.n_envs`` is: with n parallel
@@ -297,9 +324,9 @@ def make_agent(cfg: Config, env: VecEnv, games: list[str], *, seed: int, device:
             "alpha": c.agent.rmsprop_alpha, "eps": c.agent.rmsprop_eps, "centered": c.agent.rmsprop_centered}}
     dqn = vars(c.dqn) | {"train_freq": max(c.dqn.train_freq // env.num_envs, 1),
                          "gradient_steps": c.dqn.gradient_steps * max(env.num_envs // c.dqn.train_freq, 1)}
-    return EWCDQN(
-        policy, env, penalty=Penalty(c.penalty.kind, c.penalty.lam, c.penalty.decay, c.penalty.normalize),
-        policy_kwargs=policy_kwargs, games=games, double_dqn=c.agent.double_dqn,
+    return ContinualDQN(
+        policy, env, methods=methods_lib.build(c), policy_kwargs=policy_kwargs, games=games,
+        double_dqn=c.agent.double_dqn,
         per_game_replay=c.agent.per_game_replay, epsilon_per=c.agent.epsilon_per,
         epsilon_decay_steps=c.agent.epsilon_decay_steps, skip_nonfinite=c.agent.on_nonfinite == "skip",
         replay_buffer_class=replay_class(c, games[0]),

@@ -232,8 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     insp.add_argument("--tau", type=float, nargs="+", default=[1.0, 0.1, 0.03, 0.01], metavar="T",
                       help="temperatures of pi = softmax(Q / tau) (default: 1 0.1 0.03 0.01)")
     insp.add_argument("--states", type=_positive_int, default=2_000, metavar="N", help="replay states (default: 2000)")
-    insp.add_argument("--estimator", choices=("sampled", "exact", "empirical"), default="sampled",
-                      help="the Fisher estimator (empirical: squared TD-loss gradients, the same for every tau)")
+    insp.add_argument("--estimator", default="sampled", metavar="NAME",
+                      help="the Fisher estimator: sampled, exact or empirical (squared TD-loss gradients, the same "
+                           "for every tau) (default: sampled)")
 
     report = sub.add_parser(
         "report", help="(re)write comparison.md/.json/.png from a comparison's summary.json files",
@@ -254,8 +255,10 @@ def _train(args: argparse.Namespace, argv: list[str]) -> int:
     from ewc_rl.config import load_config
     from ewc_rl.envs import suite
     from ewc_rl.plan import describe, warnings
+    from ewc_rl.report import format_metrics, format_score_matrix
     from ewc_rl.schedule import make_schedule
-    from ewc_rl.trainer import Interrupted, RunSpec, Trainer, format_metrics, format_score_matrix
+    from ewc_rl.tblog import is_complete
+    from ewc_rl.trainer import Interrupted, RunSpec, Trainer
 
     cfg = load_config(args.agent, _overrides(args))
     schedule_seed = args.seed if args.schedule_seed is None else args.schedule_seed
@@ -273,7 +276,7 @@ def _train(args: argparse.Namespace, argv: list[str]) -> int:
     if args.resume:
         if args.logdir is None:
             raise UsageError("--resume needs the --logdir of the run to continue")
-        if _complete(logdir):
+        if is_complete(logdir):
             print(f"ewc-rl: {logdir} holds a complete run: nothing to resume", file=sys.stderr)
             return 0
     elif logdir.exists() and (not logdir.is_dir() or any(logdir.iterdir())):
@@ -302,15 +305,6 @@ def _train(args: argparse.Namespace, argv: list[str]) -> int:
     print(f"\nlogs and summary.json: {logdir}")
     print(f"open them with: tensorboard --logdir {logdir}")
     return 0
-
-
-def _complete(logdir: Path) -> bool:
-    import json
-
-    try:
-        return bool(json.loads((logdir / "summary.json").read_text()).get("complete"))
-    except (OSError, ValueError, AttributeError):
-        return False
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -392,7 +386,7 @@ def _bench(args: argparse.Namespace) -> int:
     from ewc_rl import bench
     from ewc_rl.config import load_config
     from ewc_rl.envs import canonical_game, suite
-    from ewc_rl.logging import write_json
+    from ewc_rl.tblog import write_json
 
     game = canonical_game(args.game)
     if suite(game) != "atari":
@@ -411,7 +405,10 @@ def _bench(args: argparse.Namespace) -> int:
 def _inspect_fisher(args: argparse.Namespace) -> int:
     from ewc_rl.diagnose import inspect
     from ewc_rl.envs import canonical_game
+    from ewc_rl.fisher import ESTIMATORS
 
+    if args.estimator not in ESTIMATORS:
+        raise UsageError(f"--estimator must be one of {', '.join(ESTIMATORS)}; got {args.estimator!r}")
     if any(not t > 0 for t in args.tau):
         raise UsageError("--tau values must be > 0")
     print(inspect(args.run, canonical_game(args.game) if args.game else None, args.tau, args.states, args.estimator))

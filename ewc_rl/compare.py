@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from ewc_rl.checkpoints import latest_path
 from ewc_rl.errors import UsageError
-from ewc_rl.logging import write_json
+from ewc_rl.tblog import is_complete, write_json
 
 
 class GridInterrupted(KeyboardInterrupt):
@@ -105,13 +105,6 @@ def parse_grid(items: list[str]) -> dict[str, list[str]]:
     return grid
 
 
-def is_finished(path: Path) -> bool:
-    try:
-        return bool(json.loads((path / "summary.json").read_text()).get("complete"))
-    except (OSError, ValueError):
-        return False
-
-
 def train_argv(spec: GridSpec, cell: Cell, logdir: Path, device: str, threads: int) -> list[str]:
     """The ``ewc-rl train`` arguments of one grid cell (``--resume`` is added by whoever starts it)."""
     argv = ["train", "--agent", cell.agent, "--games", ",".join(spec.games), "--steps-per-game",
@@ -167,7 +160,7 @@ def pending(spec: GridSpec, logdir: Path) -> list[Cell]:
     write_json(logdir / "compare.json", saved)
     (logdir / "logs").mkdir(exist_ok=True)
     cells = spec.cells()
-    todo = [c for c in cells if not is_finished(c.run_dir(logdir))]
+    todo = [c for c in cells if not is_complete(c.run_dir(logdir))]
     if len(todo) < len(cells):
         print(f"{len(cells) - len(todo)} of {len(cells)} runs already finished: skipped", file=sys.stderr)
     return todo

@@ -1,8 +1,10 @@
 """Agent files: schema, defaults, ``--set`` overrides and validation.
 
 An agent file is TOML with the sections below. ``[dqn]`` uses stable-baselines3's ``DQN``
-argument names unchanged, so a value can be copied from an SB3 script. Every key is checked on load:
-an unknown key, a wrong type or an out-of-range value raises :class:`ConfigError` naming the key.
+argument names unchanged, so a value can be copied from an SB3 script. Every continual method listed in
+``agent.methods`` (see :mod:`ewc_rl.methods`) adds the section named after it, with the schema the method
+declares. Every key is checked on load: an unknown key, a wrong type or an out-of-range value raises
+:class:`ConfigError` naming the key.
 """
 
 from __future__ import annotations
@@ -17,19 +19,22 @@ import tomllib
 
 from ewc_rl.errors import UsageError
 
-PENALTY_KINDS = ("none", "l2", "ewc", "online-ewc")
-FISHER_ESTIMATORS = ("sampled", "exact", "empirical")
-
 
 class ConfigError(UsageError):
     """An agent file or ``--set`` override that does not fit the schema."""
 
 
-def _opt(default: Any, *, key: str | None = None, min: float | None = None, max: float | None = None,
-         above: float | None = None, choices: tuple[str, ...] | None = None) -> Any:
-    """A schema field: ``min``/``max`` are inclusive bounds, ``above`` an exclusive lower bound."""
+def setting(default: Any = None, *, factory: Any = None, key: str | None = None, min: float | None = None,
+            max: float | None = None, above: float | None = None, choices: tuple[str, ...] | None = None) -> Any:
+    """A schema field: ``min``/``max`` are inclusive bounds, ``above`` an exclusive lower bound; ``key`` is the
+    agent file's name when it differs from the field's (``lambda``); ``factory`` makes a list default."""
     meta = {"key": key, "min": min, "max": max, "above": above, "choices": choices}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
+
+
+_opt = setting
 
 
 @dataclass
@@ -71,6 +76,7 @@ class AgentConfig:
     rmsprop_eps: float = _opt(0.01, above=0)
     rmsprop_centered: bool = _opt(True)
     on_nonfinite: str = _opt("stop", choices=("stop", "skip"))
+    methods: list[str] = _opt(factory=lambda: ["penalty"])  # continual methods, in the order their hooks run
 
 
 @dataclass
@@ -97,21 +103,6 @@ class EvalConfig:
 
 
 @dataclass
-class PenaltyConfig:
-    """The consolidation penalty added to the TD loss, and the Fisher it uses."""
-
-    kind: str = _opt("none", choices=PENALTY_KINDS)
-    lam: float = _opt(400.0, key="lambda", min=0)
-    fisher: str = _opt("sampled", choices=FISHER_ESTIMATORS)
-    fisher_states: int = _opt(3_200, min=1)
-    tau: float = _opt(1.0, above=0)
-    decay: float = _opt(1.0, min=0, max=1)
-    normalize: bool = _opt(False)
-    fisher_batch_size: int = _opt(32, min=1)
-    consolidate_after_steps: int = _opt(0, min=0)
-
-
-@dataclass
 class ScheduleConfig:
     """Where ``--games randomN`` draws from when ``--pool`` is not given."""
 
@@ -123,7 +114,6 @@ SECTIONS: dict[str, type] = {
     "agent": AgentConfig,
     "env": EnvConfig,
     "eval": EvalConfig,
-    "penalty": PenaltyConfig,
     "schedule": ScheduleConfig,
 }
 
@@ -138,13 +128,33 @@ class Config:
     agent: AgentConfig = field(default_factory=AgentConfig)
     env: EnvConfig = field(default_factory=EnvConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    penalty: PenaltyConfig = field(default_factory=PenaltyConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    method_settings: dict[str, Any] = field(default_factory=dict)  # by method, for those agent.methods lists
+
+    def section(self, method: str) -> Any:
+        """The settings of ``method`` (its defaults when the agent file has no section for it)."""
+        if method not in self.method_settings:
+            from ewc_rl.methods import registry
+
+            self.method_settings[method] = registry()[method].Settings()
+        return self.method_settings[method]
+
+    def __getattr__(self, name: str) -> Any:
+        # cfg.penalty and the like: a method's section reads like a built-in one.
+        from ewc_rl.methods import registry
+
+        if name.startswith("_") or name not in registry():
+            raise AttributeError(name)
+        return self.section(name)
+
+    def sections(self) -> dict[str, Any]:
+        """Every section of this agent: the built-in ones, then one per active method, in order."""
+        return {**{s: getattr(self, s) for s in SECTIONS}, **{m: self.section(m) for m in self.agent.methods}}
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """Settings by section, with the agent file's key names (``lambda``, not ``lam``)."""
-        return {s: {_key(f): getattr(getattr(self, s), f.name) for f in dataclasses.fields(SECTIONS[s])}
-                for s in SECTIONS}
+        return {s: {_key(f): getattr(obj, f.name) for f in dataclasses.fields(obj)}
+                for s, obj in self.sections().items()}
 
     def flat(self) -> dict[str, Any]:
         """``section.key -> value``, e.g. for TensorBoard hparams."""
@@ -211,14 +221,31 @@ def load_config(agent: str, overrides: list[str] | tuple[str, ...] = ()) -> Conf
 
 def from_dict(raw: dict[str, Any], *, name: str = "custom", source: str = "<dict>") -> Config:
     """Validate a parsed agent file; errors name the offending ``section.key``."""
+    from ewc_rl.methods import registry
+
+    methods = registry()
+    schemas = {**SECTIONS, **{m: cls.Settings for m, cls in methods.items()}}
     sections = {}
     for section, table in raw.items():
-        if section not in SECTIONS:
-            raise ConfigError(f"{source}: unknown section '[{section}]'{_did_you_mean(section, SECTIONS)}")
+        if section not in schemas:
+            raise ConfigError(f"{source}: unknown section '[{section}]'{_did_you_mean(section, schemas)}")
         if not isinstance(table, dict):
             raise ConfigError(f"{source}: '{section}' must be a table")
-        sections[section] = _build(SECTIONS[section], section, table, source)
-    cfg = Config(name=name, source=source, **sections)
+        sections[section] = _build(schemas[section], section, table, source)
+    built_in = {s: v for s, v in sections.items() if s in SECTIONS}
+    cfg = Config(name=name, source=source, **built_in)
+    active = cfg.agent.methods
+    for method in active:
+        if method not in methods:
+            raise ConfigError(f"{source}: 'agent.methods' names an unknown method '{method}'"
+                              f"{_did_you_mean(method, methods)}; known: {', '.join(methods)}")
+    if len(set(active)) < len(active):
+        raise ConfigError(f"{source}: 'agent.methods' lists a method twice: {active}")
+    for section in sections.keys() - SECTIONS.keys():
+        if section not in active:
+            raise ConfigError(f"{source}: '[{section}]' configures the method '{section}', which 'agent.methods' "
+                              f"does not list ({active}); add it there or drop the section")
+        cfg.method_settings[section] = sections[section]
     n, freq = cfg.agent.n_envs, cfg.dqn.train_freq
     if freq % n and n % freq:
         raise ConfigError(f"{source}: 'dqn.train_freq' ({freq} agent steps per update) and 'agent.n_envs' ({n}) "
@@ -246,6 +273,7 @@ def _build(cls: type, section: str, table: dict[str, Any], source: str) -> Any:
 def _check(where: str, f: dataclasses.Field, value: Any, source: str) -> Any:
     kind = f.type if isinstance(f.type, str) else f.type.__name__
     ok = {
+        "list[str]": isinstance(value, list) and all(isinstance(v, str) for v in value),
         "bool": isinstance(value, bool),
         "int": isinstance(value, int) and not isinstance(value, bool),
         "float": isinstance(value, (int, float)) and not isinstance(value, bool),
@@ -256,6 +284,8 @@ def _check(where: str, f: dataclasses.Field, value: Any, source: str) -> Any:
     if kind == "float":
         value = float(value)
     m = f.metadata
+    if kind == "list[str]":
+        return list(value)
     if m["choices"] and value not in m["choices"]:
         raise ConfigError(f"{source}: '{where}' must be one of {', '.join(m['choices'])}; got {value!r}")
     if m["min"] is not None and value < m["min"]:
@@ -268,4 +298,5 @@ def _check(where: str, f: dataclasses.Field, value: Any, source: str) -> Any:
 
 
 def _article(kind: str) -> str:
-    return {"bool": "a boolean (true/false)", "int": "an integer", "float": "a number", "str": "a string"}[kind]
+    return {"bool": "a boolean (true/false)", "int": "an integer", "float": "a number", "str": "a string",
+            "list[str]": "a list of strings"}[kind]

@@ -19,11 +19,11 @@ import numpy as np
 import torch as th
 
 from ewc_rl import checkpoints
-from ewc_rl.agent import EWCDQN, make_agent
+from ewc_rl.agent import ContinualDQN, make_agent
 from ewc_rl.config import Config, from_dict
 from ewc_rl.envs import make_env
 from ewc_rl.errors import UsageError
-from ewc_rl.fisher import empirical_fisher, exact_fisher, policy_log_probs, sample_actions, sampled_fisher
+from ewc_rl.fisher import estimate, policy_log_probs
 from ewc_rl.replay import sample_transitions
 
 
@@ -36,7 +36,7 @@ def _config(identity: dict[str, Any]) -> Config:
     return from_dict(raw, name="checkpoint", source="checkpoint")
 
 
-def load_agent(run_dir: Path) -> tuple[EWCDQN, list[str]]:
+def load_agent(run_dir: Path) -> tuple[ContinualDQN, list[str]]:
     """The agent of a run's latest checkpoint, its replay memories restored; and the games trained so far."""
     ckpt = checkpoints.load(run_dir)
     identity = ckpt.meta["identity"]
@@ -90,14 +90,7 @@ def inspect(run_dir: Path, game: str | None, taus: list[float], n_states: int, e
         with th.no_grad():
             logp = policy_log_probs(q, tau)
             entropy = float(-(logp.exp() * logp).sum(1).mean())
-        if estimator == "exact":
-            fisher = exact_fisher(net, obs, tau)
-        elif estimator == "empirical":  # squared TD-loss gradients: tau plays no part
-            targets = agent.td_targets(data).squeeze(1)
-            fisher = empirical_fisher(net, obs, data.actions.long().squeeze(1), targets)
-        else:
-            actions = sample_actions(net, obs, tau, th.Generator().manual_seed(seed))
-            fisher = sampled_fisher(net, obs, actions, tau)
+        fisher = estimate(estimator, net, data, agent.td_targets, tau=tau, seed=seed)  # empirical: tau plays no part
         total = sum(float(fisher[n].sum()) for n in names)
         count = sum(fisher[n].numel() for n in names)
         cells = " ".join(f"{float(fisher[n].mean()):>8.1e} ({float(fisher[n].sum()) / total:>3.0%})" for n in names)

@@ -20,7 +20,7 @@ parameterised layers use ``torch.func`` (``vmap`` over ``grad``) instead, severa
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +29,6 @@ from torch.func import functional_call, grad, vmap
 
 from ewc_rl.networks import GameLayer
 
-Estimator = Literal["sampled", "exact", "empirical"]
 FisherDict = dict[str, Tensor]
 # (q-values (N, A), *rows) -> per-sample losses (N, K): K separate terms, each squared on its own
 LossFn = Callable[..., Tensor]
@@ -182,3 +181,39 @@ def empirical_fisher(q_net: nn.Module, obs: Tensor, actions: Tensor, td_targets:
 
     total = _per_sample_sq_grad_sum(q_net, td_loss, (obs, actions, td_targets), chunk_size, method)
     return {k: v / len(obs) for k, v in total.items()}
+
+
+# -- the estimators by name ------------------------------------------------------------------------------
+# Each takes the Q-network, a batch of replay transitions (``observations``, ``actions``), the temperature, the
+# chunk size, a seeded generator (for the sampled actions) and a callable giving the TD targets of the batch
+# (for the empirical Fisher, which needs the target network).
+TdTargets = Callable[[Any], Tensor]
+
+
+def _sampled(q_net: nn.Module, data: Any, tau: float, chunk_size: int, generator: torch.Generator,
+             td_targets: TdTargets) -> FisherDict:
+    actions = sample_actions(q_net, data.observations, tau, generator)
+    return sampled_fisher(q_net, data.observations, actions, tau, chunk_size)
+
+
+def _exact(q_net: nn.Module, data: Any, tau: float, chunk_size: int, generator: torch.Generator,
+           td_targets: TdTargets) -> FisherDict:
+    return exact_fisher(q_net, data.observations, tau, chunk_size)
+
+
+def _empirical(q_net: nn.Module, data: Any, tau: float, chunk_size: int, generator: torch.Generator,
+               td_targets: TdTargets) -> FisherDict:
+    return empirical_fisher(q_net, data.observations, data.actions.long().squeeze(1), td_targets(data).squeeze(1),
+                            chunk_size)
+
+
+ESTIMATORS: dict[str, Callable[..., FisherDict]] = {"sampled": _sampled, "exact": _exact, "empirical": _empirical}
+
+
+def estimate(estimator: str, q_net: nn.Module, data: Any, td_targets: TdTargets, *, tau: float = 1.0,
+             chunk_size: int = 32, seed: int = 0) -> FisherDict:
+    """The Fisher ``estimator`` (a key of :data:`ESTIMATORS`) of ``q_net`` over the transitions ``data``."""
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"unknown Fisher estimator {estimator!r}; known: {', '.join(ESTIMATORS)}")
+    generator = torch.Generator(device=data.observations.device).manual_seed(seed)
+    return ESTIMATORS[estimator](q_net, data, tau, chunk_size, generator, td_targets)

@@ -27,14 +27,15 @@ import torch
 from torch import Tensor
 
 Params = Mapping[str, Tensor]
+KINDS = ("none", "l2", "ewc", "online-ewc")  # the kinds above, in the order agent files list them
 
 
 class Penalty:
     """A consolidation penalty over named parameters; call it with the current parameters."""
 
     def __init__(self, kind: str = "ewc", lam: float = 1.0, decay: float = 1.0, normalize: bool = False) -> None:
-        if kind not in ("none", "l2", "ewc", "online-ewc"):
-            raise ValueError(f"unknown penalty kind {kind!r}")
+        if kind not in KINDS:
+            raise ValueError(f"unknown penalty kind {kind!r}; known: {', '.join(KINDS)}")
         self.kind, self.lam, self.decay, self.normalize = kind, lam, decay, normalize
         # Per-anchor copies (CPU, float32) so that revisits can replace an anchor exactly.
         self.anchors: dict[str, tuple[dict[str, Tensor], dict[str, Tensor]]] = {}

@@ -13,6 +13,7 @@ import math
 
 from ewc_rl.config import Config
 from ewc_rl.envs import observation_shape
+from ewc_rl.methods import Method, registry
 from ewc_rl.schedule import Segment, unique_games
 
 
@@ -73,22 +74,18 @@ def describe(cfg: Config, schedule: list[Segment], *, seed: int, pool: str | Non
             else "one alive at a time (a finished game's memory is freed)")
     lines.append(f"replay memory: {cfg.dqn.buffer_size:,} transitions x {per_transition:,} bytes = "
                  f"{per_memory / 1e9:.2f} GB per memory, {kept}: peak {alive * per_memory / 1e9:.2f} GB")
-    penalty = cfg.penalty
-    if penalty.kind != "none":
-        after = (f", each game anchored once trained {penalty.consolidate_after_steps:,} steps"
-                 if penalty.consolidate_after_steps else "")
-        lines.append(f"penalty: {penalty.kind}, lambda {penalty.lam:g}{after}")
+    lines.append(f"methods: {' -> '.join(cfg.agent.methods) or 'none'}")
+    for name, method in _active(cfg):
+        lines += method.describe(cfg.section(name), cfg, schedule)
     lines += [f"warning: {w}" for w in warnings(cfg, schedule)]
     return "\n".join(lines)
 
 
 def warnings(cfg: Config, schedule: list[Segment]) -> list[str]:
-    """Settings that make a run pointless, worth saying before it starts."""
-    out = []
-    penalty = cfg.penalty
-    most = max(sum(s.steps for s in schedule if s.game == g) for g in unique_games(schedule))
-    if penalty.kind != "none" and most < penalty.consolidate_after_steps:
-        out.append(f"no game is trained {penalty.consolidate_after_steps:,} steps in this schedule (at most "
-                   f"{most:,}), so the penalty never applies; raise --steps-per-game or --cycles, or lower "
-                   "penalty.consolidate_after_steps")
-    return out
+    """Settings that make a run pointless, worth saying before it starts (each method judges its own)."""
+    return [w for name, method in _active(cfg) for w in method.warnings(cfg.section(name), cfg, schedule)]
+
+
+def _active(cfg: Config) -> list[tuple[str, type[Method]]]:
+    methods = registry()
+    return [(name, methods[name]) for name in cfg.agent.methods]

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from ewc_rl.errors import UsageError
-from ewc_rl.logging import write_json
 from ewc_rl.metrics import metric_matrix, summarize
 from ewc_rl.scores import normalize
+from ewc_rl.tblog import write_json
 
 # Two-sided 95% Student-t quantiles t_{0.975, df}, df = 1..30; beyond that the normal 1.96 is close enough.
 _T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
@@ -219,3 +219,38 @@ def write_report(logdir: Path, reference_dir: Path | None = None) -> dict[str, P
     paths["md"].write_text(to_markdown(comparison))
     plot(runs, paths["png"])
     return paths
+
+
+# -- one run as text (what `ewc-rl train` prints at the end) ---------------------------------------------
+
+
+def fmt(x: float | None, digits: int = 1) -> str:
+    """A score for a table: ``-`` when not evaluated."""
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def format_metrics(summary: dict[str, Any]) -> str:
+    """The run's continual-learning metrics as a plain-text table."""
+    m = summary["metrics"]
+    units = m["units"]
+    width = max(16, *(len(g) + 2 for g in summary["columns"]))
+    lines = [f"{'game':<{width}}{'unit':>12}{'final':>10}{'forgetting':>12}"]
+    for game in summary["columns"]:
+        lines.append(f"{game:<{width}}{units[game]:>12}{fmt(m['final_score'][game], 3):>10}"
+                     f"{fmt(m['forgetting'][game], 3):>12}")
+    lines.append(f"average performance: {fmt(m['average_performance'], 3)}   "
+                 f"mean forgetting: {fmt(m['mean_forgetting'], 3)}   "
+                 f"clipped normalised sum: {fmt(m['clipped_normalized_sum'], 3)}")
+    return "\n".join(lines)
+
+
+def format_score_matrix(summary: dict[str, Any]) -> str:
+    """The score matrix as a plain-text table (rows: after segment k; columns: games)."""
+    cols = summary["columns"]
+    width = max(8, *(len(c) for c in cols))
+    labels = [f"{k + 1}: {summary['games'][k]}" for k in range(len(summary["score_matrix"]))]
+    first = max(22, *(len(x) + 2 for x in labels))
+    lines = ["after segment".ljust(first) + "".join(c.rjust(width + 2) for c in cols)]
+    for label, row in zip(labels, summary["score_matrix"], strict=True):
+        lines.append(label.ljust(first) + "".join(fmt(v).rjust(width + 2) for v in row))
+    return "\n".join(lines)

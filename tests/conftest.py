@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gymnasium as gym
 import numpy as np
-import pytest
 import torch as th
 from torch import nn
 
@@ -28,11 +27,6 @@ class TinyImageEnv(gym.Env):
     def step(self, action):
         self.t += 1
         return self._obs(), float(action == 0), self.t >= self.length, False, {}
-
-
-@pytest.fixture
-def tiny_env_factory():
-    return TinyImageEnv
 
 
 def tiny_qnet(n_actions: int = 5, channels: int = 2) -> nn.Module:

@@ -7,7 +7,7 @@ import pytest
 import torch as th
 from stable_baselines3.common.vec_env import DummyVecEnv
 
-from ewc_rl.agent import EWCDQN, NonFiniteLossError
+from ewc_rl.agent import ContinualDQN, NonFiniteLossError
 from ewc_rl.penalty import Penalty
 from tests.conftest import TinyImageEnv
 
@@ -20,7 +20,7 @@ def _agent(env=None, **kw):
     args = dict(learning_starts=30, buffer_size=500, exploration_fraction=0.5, exploration_final_eps=0.1,
                 target_update_interval=20, policy_kwargs={"net_arch": [16]}, seed=0, device="cpu")
     args.update(kw)
-    return EWCDQN("MlpPolicy", env or _env(), **args)
+    return ContinualDQN("MlpPolicy", env or _env(), **args)
 
 
 def test_epsilon_and_warmup_restart_for_each_game():
@@ -135,7 +135,7 @@ def test_save_and_load_keep_working(tmp_path):
     agent.learn(40, reset_num_timesteps=False, log_interval=None)
     agent.consolidate("A", None)
     agent.save(tmp_path / "m.zip")
-    loaded = EWCDQN.load(tmp_path / "m.zip", device="cpu")
+    loaded = ContinualDQN.load(tmp_path / "m.zip", device="cpu")
     assert loaded.double_dqn and loaded.penalty.kind == "l2" and loaded.penalty.active
     obs = np.zeros((1, 4, 8, 8), dtype=np.uint8)
     assert loaded.predict(obs, deterministic=True)[0] == agent.predict(obs, deterministic=True)[0]

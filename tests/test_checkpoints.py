@@ -124,7 +124,7 @@ def test_purge_drops_later_events_and_torn_records(tmp_path):
     from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
     from torch.utils.tensorboard import SummaryWriter
 
-    from ewc_rl.logging import purge_events_after
+    from ewc_rl.tblog import purge_events_after
 
     writer = SummaryWriter(str(tmp_path))
     for step in range(10):

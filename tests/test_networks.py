@@ -8,7 +8,7 @@ import pytest
 import torch as th
 from stable_baselines3.common.vec_env import DummyVecEnv
 
-from ewc_rl.agent import EWCDQN
+from ewc_rl.agent import ContinualDQN
 from ewc_rl.errors import UsageError
 from ewc_rl.networks import AtariCNN, GameLayer, MinAtarCNN, is_per_game, policy, resolve, set_game
 from ewc_rl.penalty import Penalty
@@ -94,7 +94,7 @@ def test_penalty_and_fisher_cover_shared_parameters_only():
 
     pol, kwargs = policy("nature", n_games=2)
     env = DummyVecEnv([lambda: _AtariShaped()])
-    agent = EWCDQN(pol, env, policy_kwargs=kwargs, games=["A", "B"], penalty=Penalty("ewc", 1.0),
+    agent = ContinualDQN(pol, env, policy_kwargs=kwargs, games=["A", "B"], penalty=Penalty("ewc", 1.0),
                    learning_starts=10, buffer_size=100, device="cpu", seed=0)
     head = agent.q_net.q_net[-1]
     assert isinstance(head, GameLayer) and len(head.game_gain) == 2  # the Q head has per-game b and g too

@@ -41,12 +41,12 @@ def die():
     os.kill(os.getpid(), signal.SIGKILL)
 
 if mode == "update":  # during training, between checkpoints
-    train = agent.EWCDQN.train
+    train = agent.ContinualDQN.train
     def killing_train(self, *a, **k):
         if self.num_timesteps >= at:
             die()
         return train(self, *a, **k)
-    agent.EWCDQN.train = killing_train
+    agent.ContinualDQN.train = killing_train
 elif mode == "checkpoint":  # while the at-th checkpoint of this session is being written (state.pt done)
     write = checkpoints._write
     def killing_write(path, writer):

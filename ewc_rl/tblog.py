@@ -72,6 +72,14 @@ def write_json(path: Path, data: Any) -> None:
         raise
 
 
+def is_complete(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a finished run (its summary.json says ``complete``)."""
+    try:
+        return bool(json.loads((run_dir / "summary.json").read_text()).get("complete"))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def purge_events_after(logdir: Path, step: int) -> int:
     """Drop every event with a step above ``step`` from the event files in ``logdir``; return how many.
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from ewc_rl.logging import package_versions, write_json
+from ewc_rl.tblog import package_versions, write_json
 
 
 def test_write_json_replaces_atomically(tmp_path):
