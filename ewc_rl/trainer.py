@@ -238,6 +238,7 @@ class Trainer:
         """Write a checkpoint: ``segment`` is the next to run (or running), ``done_in_segment`` its steps so far."""
         if self.pbar is not None:
             self.pbar.set_postfix_str("checkpoint")
+        tblog.flush(agent.logger)
         agent_meta, tensors, replays = agent.checkpoint_state(self.spec.checkpoint_replay)
         rng_meta, rng_tensors = checkpoints.rng_state()
         meta = {"step": agent.num_timesteps, "segment": segment, "done_in_segment": done_in_segment,
