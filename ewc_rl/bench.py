@@ -4,11 +4,12 @@ Every learner here uses the Nature CNN with a linear Q head, batch 32, one updat
 full 18 actions and the same ale-py vector environment (so preprocessing is identical):
 
 * ``ewc_rl``: the agent ``make_agent`` builds from an agent file (its ``agent.n_envs`` environments, the
-  frame replay), with Double DQN off so that its updates are the same as stock DQN's;
+  frame replay, the fastest optimiser implementation: :mod:`ewc_rl.optimizers`), with Double DQN off so
+  that its updates are the same as stock DQN's;
 * ``ewc_rl + EWC``: the same with an EWC penalty holding 10 anchors;
-* ``sb3``: stock stable-baselines3 ``DQN`` on one environment;
+* ``sb3``: stock stable-baselines3 ``DQN`` on one environment, exactly as it ships (torch's default Adam);
 * ``limit``: a bare torch loop doing only the same work: batched greedy actions, environment steps, and
-  the same update on minibatches from a plain tensor ring.
+  the same update (with the fastest optimiser implementation) on minibatches from a plain tensor ring.
 
 Steps per second are measured after the warm-up (``learning_starts``) and a few hundred further steps (the
 first updates allocate optimiser state and create kernels), when every learner trains, in interleaved
@@ -37,6 +38,7 @@ from ewc_rl.agent import make_agent
 from ewc_rl.config import Config, load_config
 from ewc_rl.envs import make_env
 from ewc_rl.evaluation import evaluate
+from ewc_rl.optimizers import fast_optimizer_kwargs
 from ewc_rl.replay import FrameReplayBuffer, sample_transitions
 
 TARGETS = {
@@ -141,7 +143,8 @@ class _Limit(_Learner):
         self.net = th.nn.Sequential(NatureCNN(space), th.nn.Linear(512, 18))
         self.target = th.nn.Sequential(NatureCNN(space), th.nn.Linear(512, 18))
         self.target.load_state_dict(self.net.state_dict())
-        self.opt = th.optim.Adam(self.net.parameters(), lr=cfg.dqn.learning_rate, eps=1e-5)
+        self.opt = th.optim.Adam(self.net.parameters(), lr=cfg.dqn.learning_rate, eps=1e-5,
+                                 **fast_optimizer_kwargs(th.optim.Adam, "cpu"))  # the fastest update torch has
         # every advance() may overrun by up to one vector step: the warm-up and each round
         capacity = sizes.warmup + sizes.settle + sizes.steps + self.n * (sizes.rounds + 1)
         self.ring_obs = th.zeros((capacity, *space.shape), dtype=th.uint8)
