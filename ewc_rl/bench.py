@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import os
 import platform
+import statistics
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -330,15 +331,61 @@ def run(agent: str = "dqn", game: str = "Breakout", mode: str = "quick", overrid
     return result
 
 
+def run_repeated(repeat: int, agent: str = "dqn", game: str = "Breakout", mode: str = "quick",
+                 overrides: list[str] | None = None, progress: bool = True) -> dict[str, Any]:
+    """:func:`run` ``repeat`` times, combined by :func:`combine` (the machine's speed drifts between repeats)."""
+    return combine([run(agent, game, mode, overrides, progress) for _ in range(repeat)])
+
+
+def combine(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """One result from repeated ones: every figure its median, each key's min/median/max under ``spread``.
+
+    A single result is returned as it is. The raw figures become medians too (the per-round extremes of
+    ``steps_per_s_rounds``: the lowest and highest of all repeats); every repeat's own result is kept
+    under ``repeats``.
+    """
+    if len(results) == 1:
+        return results[0]
+    spread = {key: {"min": min(r[key] for r in results), "median": statistics.median(r[key] for r in results),
+                    "max": max(r[key] for r in results)} for key in TARGETS}
+    raws = [r["raw"] for r in results]
+    raw: dict[str, Any] = {}
+    for key, first in raws[0].items():
+        if key == "steps_per_s_rounds":
+            raw[key] = {name: [min(r[key][name][0] for r in raws), max(r[key][name][1] for r in raws)]
+                        for name in first}
+        elif isinstance(first, dict):
+            raw[key] = {k: statistics.median(r[key][k] for r in raws) for k in first}
+        else:
+            raw[key] = statistics.median(r[key] for r in raws)
+    return {**{key: s["median"] for key, s in spread.items()}, "spread": spread, "raw": raw,
+            "setup": {**results[0]["setup"], "repeats": len(results)},
+            "repeats": [{k: v for k, v in r.items() if k != "setup"} for r in results]}
+
+
 def to_markdown(result: dict[str, Any]) -> str:
-    """The measured table, with each target and whether it was met."""
+    """The measured table, with each target and whether it was met (by the median, over repeats)."""
+    spread = result.get("spread")
     lines = ["| key | measured | target | met |", "|---|---|---|---|"]
+    if spread:
+        lines[0] = f"| key | median (min–max) of {result['setup']['repeats']} repeats | target | met |"
+
+    def shown(key: str, value: float) -> str:
+        return f"{value:,.0f}" if key == "replay_bytes_per_transition" else f"{value:.3f}"
+
     for key, (op, target) in TARGETS.items():
         value = result[key]
         met = value >= target if op == ">=" else value <= target
-        shown = f"{value:,.0f}" if key == "replay_bytes_per_transition" else f"{value:.3f}"
-        lines.append(f"| `{key}` | {shown} | {op} {target:g} | {'yes' if met else '**no**'} |")
+        measured, verdict = shown(key, value), "yes" if met else "**no**"
+        if spread:
+            measured += f" ({shown(key, spread[key]['min'])}–{shown(key, spread[key]['max'])})"
+            values = [r[key] for r in result["repeats"]]
+            verdict += f" ({sum(v >= target if op == '>=' else v <= target for v in values)}/{len(values)})"
+        lines.append(f"| `{key}` | {measured} | {op} {target:g} | {verdict} |")
     raw, setup = result["raw"], result["setup"]
+    if spread:
+        lines += ["", f"Every figure below is the median of {setup['repeats']} repeats of the whole measurement; "
+                  "a round's rates range over all repeats; met (k/N): how many repeats met the target."]
     fisher = raw["fisher_states_per_s"]
     lines += ["", f"Agent steps/s after warm-up: ewc_rl {raw['steps_per_s_plain']:.1f}, ewc_rl + EWC (10 anchors) "
               f"{raw['steps_per_s_ewc10']:.1f}, stock SB3 DQN {raw['steps_per_s_sb3']:.1f}, bare torch loop "
