@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from stable_baselines3 import DQN
 from stable_baselines3.common.buffers import BaseBuffer, ReplayBuffer
 from stable_baselines3.common.type_aliases import ReplayBufferSamples
-from stable_baselines3.common.utils import polyak_update
+from stable_baselines3.common.utils import get_device, polyak_update
 from stable_baselines3.common.vec_env import VecEnv
 
 from ewc_rl import envs, networks
@@ -38,6 +38,7 @@ from ewc_rl.config import Config
 from ewc_rl.errors import UsageError
 from ewc_rl.methods import Method
 from ewc_rl.methods.anchor import QuadraticAnchor
+from ewc_rl.optimizers import fast_optimizer_kwargs
 from ewc_rl.penalty import Penalty
 from ewc_rl.replay import FrameReplayBuffer, buffer_state, load_buffer_state, sample_transitions
 
@@ -301,7 +302,11 @@ class ContinualDQN(DQN):
         self.game_steps = {str(g): int(n) for g, n in meta["game_steps"].items()}
         self.action_space.np_random.bit_generator.state = meta["action_space_rng"]
         self.policy.load_state_dict(tensors["policy"])
-        self.policy.optimizer.load_state_dict(tensors["optimizer"])
+        # A state dict carries the fused/foreach flags it was saved with; this machine's choice wins.
+        optimizer = self.policy.optimizer
+        flags = {k: optimizer.defaults[k] for k in ("fused", "foreach") if k in optimizer.defaults}
+        saved = tensors["optimizer"]
+        optimizer.load_state_dict({**saved, "param_groups": [g | flags for g in saved["param_groups"]]})
         if sorted(tensors["methods"]) != sorted(m.name for m in self.methods):
             raise ValueError(f"the checkpoint holds the methods {sorted(tensors['methods'])}, this agent runs "
                              f"{sorted(m.name for m in self.methods)}")
@@ -337,9 +342,12 @@ def make_agent(cfg: Config, env: VecEnv, games: list[str], *, seed: int, device:
     c = cfg
     network = networks.resolve(c.agent.network, envs.suite(games[0]))
     policy, policy_kwargs = networks.policy(network, len(games) if c.agent.per_game_layers else 0)
+    optimizer_class, optimizer_kwargs = th.optim.Adam, {}  # SB3's DQN default: Adam with torch's defaults
     if c.agent.optimizer == "rmsprop":
-        policy_kwargs |= {"optimizer_class": th.optim.RMSprop, "optimizer_kwargs": {
-            "alpha": c.agent.rmsprop_alpha, "eps": c.agent.rmsprop_eps, "centered": c.agent.rmsprop_centered}}
+        optimizer_class, optimizer_kwargs = th.optim.RMSprop, {
+            "alpha": c.agent.rmsprop_alpha, "eps": c.agent.rmsprop_eps, "centered": c.agent.rmsprop_centered}
+    policy_kwargs |= {"optimizer_class": optimizer_class, "optimizer_kwargs": optimizer_kwargs
+                      | fast_optimizer_kwargs(optimizer_class, get_device(device))}
     dqn = vars(c.dqn) | {"train_freq": max(c.dqn.train_freq // env.num_envs, 1),
                          "gradient_steps": c.dqn.gradient_steps * max(env.num_envs // c.dqn.train_freq, 1)}
     return ContinualDQN(

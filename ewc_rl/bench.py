@@ -4,11 +4,12 @@ Every learner here uses the Nature CNN with a linear Q head, batch 32, one updat
 full 18 actions and the same ale-py vector environment (so preprocessing is identical):
 
 * ``ewc_rl``: the agent ``make_agent`` builds from an agent file (its ``agent.n_envs`` environments, the
-  frame replay), with Double DQN off so that its updates are the same as stock DQN's;
+  frame replay, the fastest optimiser implementation: :mod:`ewc_rl.optimizers`), with Double DQN off so
+  that its updates are the same as stock DQN's;
 * ``ewc_rl + EWC``: the same with an EWC penalty holding 10 anchors;
-* ``sb3``: stock stable-baselines3 ``DQN`` on one environment;
+* ``sb3``: stock stable-baselines3 ``DQN`` on one environment, exactly as it ships (torch's default Adam);
 * ``limit``: a bare torch loop doing only the same work: batched greedy actions, environment steps, and
-  the same update on minibatches from a plain tensor ring.
+  the same update (with the fastest optimiser implementation) on minibatches from a plain tensor ring.
 
 Steps per second are measured after the warm-up (``learning_starts``) and a few hundred further steps (the
 first updates allocate optimiser state and create kernels), when every learner trains, in interleaved
@@ -21,6 +22,7 @@ from __future__ import annotations
 import math
 import os
 import platform
+import statistics
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +39,7 @@ from ewc_rl.agent import make_agent
 from ewc_rl.config import Config, load_config
 from ewc_rl.envs import make_env
 from ewc_rl.evaluation import evaluate
+from ewc_rl.optimizers import fast_optimizer_kwargs
 from ewc_rl.replay import FrameReplayBuffer, sample_transitions
 
 TARGETS = {
@@ -141,7 +144,8 @@ class _Limit(_Learner):
         self.net = th.nn.Sequential(NatureCNN(space), th.nn.Linear(512, 18))
         self.target = th.nn.Sequential(NatureCNN(space), th.nn.Linear(512, 18))
         self.target.load_state_dict(self.net.state_dict())
-        self.opt = th.optim.Adam(self.net.parameters(), lr=cfg.dqn.learning_rate, eps=1e-5)
+        self.opt = th.optim.Adam(self.net.parameters(), lr=cfg.dqn.learning_rate, eps=1e-5,
+                                 **fast_optimizer_kwargs(th.optim.Adam, "cpu"))  # the fastest update torch has
         # every advance() may overrun by up to one vector step: the warm-up and each round
         capacity = sizes.warmup + sizes.settle + sizes.steps + self.n * (sizes.rounds + 1)
         self.ring_obs = th.zeros((capacity, *space.shape), dtype=th.uint8)
@@ -327,15 +331,61 @@ def run(agent: str = "dqn", game: str = "Breakout", mode: str = "quick", overrid
     return result
 
 
+def run_repeated(repeat: int, agent: str = "dqn", game: str = "Breakout", mode: str = "quick",
+                 overrides: list[str] | None = None, progress: bool = True) -> dict[str, Any]:
+    """:func:`run` ``repeat`` times, combined by :func:`combine` (the machine's speed drifts between repeats)."""
+    return combine([run(agent, game, mode, overrides, progress) for _ in range(repeat)])
+
+
+def combine(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """One result from repeated ones: every figure its median, each key's min/median/max under ``spread``.
+
+    A single result is returned as it is. The raw figures become medians too (the per-round extremes of
+    ``steps_per_s_rounds``: the lowest and highest of all repeats); every repeat's own result is kept
+    under ``repeats``.
+    """
+    if len(results) == 1:
+        return results[0]
+    spread = {key: {"min": min(r[key] for r in results), "median": statistics.median(r[key] for r in results),
+                    "max": max(r[key] for r in results)} for key in TARGETS}
+    raws = [r["raw"] for r in results]
+    raw: dict[str, Any] = {}
+    for key, first in raws[0].items():
+        if key == "steps_per_s_rounds":
+            raw[key] = {name: [min(r[key][name][0] for r in raws), max(r[key][name][1] for r in raws)]
+                        for name in first}
+        elif isinstance(first, dict):
+            raw[key] = {k: statistics.median(r[key][k] for r in raws) for k in first}
+        else:
+            raw[key] = statistics.median(r[key] for r in raws)
+    return {**{key: s["median"] for key, s in spread.items()}, "spread": spread, "raw": raw,
+            "setup": {**results[0]["setup"], "repeats": len(results)},
+            "repeats": [{k: v for k, v in r.items() if k != "setup"} for r in results]}
+
+
 def to_markdown(result: dict[str, Any]) -> str:
-    """The measured table, with each target and whether it was met."""
+    """The measured table, with each target and whether it was met (by the median, over repeats)."""
+    spread = result.get("spread")
     lines = ["| key | measured | target | met |", "|---|---|---|---|"]
+    if spread:
+        lines[0] = f"| key | median (min–max) of {result['setup']['repeats']} repeats | target | met |"
+
+    def shown(key: str, value: float) -> str:
+        return f"{value:,.0f}" if key == "replay_bytes_per_transition" else f"{value:.3f}"
+
     for key, (op, target) in TARGETS.items():
         value = result[key]
         met = value >= target if op == ">=" else value <= target
-        shown = f"{value:,.0f}" if key == "replay_bytes_per_transition" else f"{value:.3f}"
-        lines.append(f"| `{key}` | {shown} | {op} {target:g} | {'yes' if met else '**no**'} |")
+        measured, verdict = shown(key, value), "yes" if met else "**no**"
+        if spread:
+            measured += f" ({shown(key, spread[key]['min'])}–{shown(key, spread[key]['max'])})"
+            values = [r[key] for r in result["repeats"]]
+            verdict += f" ({sum(v >= target if op == '>=' else v <= target for v in values)}/{len(values)})"
+        lines.append(f"| `{key}` | {measured} | {op} {target:g} | {verdict} |")
     raw, setup = result["raw"], result["setup"]
+    if spread:
+        lines += ["", f"Every figure below is the median of {setup['repeats']} repeats of the whole measurement; "
+                  "a round's rates range over all repeats; met (k/N): how many repeats met the target."]
     fisher = raw["fisher_states_per_s"]
     lines += ["", f"Agent steps/s after warm-up: ewc_rl {raw['steps_per_s_plain']:.1f}, ewc_rl + EWC (10 anchors) "
               f"{raw['steps_per_s_ewc10']:.1f}, stock SB3 DQN {raw['steps_per_s_sb3']:.1f}, bare torch loop "

@@ -149,9 +149,12 @@ class PeriodicEval(_SegmentCallback):
 
 
 class Progress(_SegmentCallback):
-    """The progress bar counts global agent steps and shows epsilon and the last training return."""
+    """The progress bar counts global agent steps and shows epsilon and the last training return; the run's
+    progress file (read by ``ewc-rl compare``) follows it."""
 
     def _on_step(self) -> bool:
+        if self.trainer.progress is not None:
+            self.trainer.progress.update(self.num_timesteps)
         bar = self.trainer.pbar
         if bar is not None:
             bar.update(self.num_timesteps - bar.n)

@@ -217,6 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default: dqn)")
     bench.add_argument("--game", default="Breakout", help="ALE game (default: Breakout)")
     bench.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    bench.add_argument("--repeat", type=_positive_int, default=1, metavar="N",
+                       help="repeat the whole measurement N times and report each key's median, min and max "
+                            "(the machine's speed drifts by tens of percent; default: 1)")
     bench.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the figures as JSON")
     bench.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -394,7 +397,8 @@ def _bench(args: argparse.Namespace) -> int:
     load_config(args.agent, args.overrides)  # a bad agent or setting fails here, in one line
     if args.json is not None and not args.json.parent.is_dir():
         raise UsageError(f"--json: no such directory: {args.json.parent}")
-    result = bench.run(args.agent, game, args.size, args.overrides, progress=not args.no_progress)
+    result = bench.run_repeated(args.repeat, args.agent, game, args.size, args.overrides,
+                                progress=not args.no_progress)
     print(bench.to_markdown(result))
     if args.json is not None:
         write_json(args.json, result)

@@ -7,7 +7,8 @@ Two backends run the cells: ``local`` worker processes, the machine's cores divi
 (torch threads per worker = cores // workers, since two processes that each use every core slow each
 other several-fold), or ``ray`` (:mod:`ewc_rl.raytune`), one Ray Tune trial per cell. Finished runs
 (summary.json with ``complete``) are skipped when the command is repeated; unfinished ones continue from
-their latest checkpoint (``train --resume``), or start again if they have none.
+their latest checkpoint (``train --resume``), or start again if they have none. The local backend's progress
+bar counts agent steps over the whole grid, read from each run's ``progress.json`` (:mod:`ewc_rl.progress`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from tqdm import tqdm
 
 from ewc_rl.checkpoints import latest_path
 from ewc_rl.errors import UsageError
+from ewc_rl.progress import read_progress
+from ewc_rl.schedule import random_count
 from ewc_rl.tblog import is_complete, write_json
 
 
@@ -71,6 +74,11 @@ class GridSpec:
     def cells(self) -> list[Cell]:
         return [Cell(a, s, tuple(v)) for a in self.agents for v in self.variants() for s in self.seeds]
 
+    def steps_per_run(self) -> int:
+        """Agent steps of each run: every game (or each of the N drawn for ``randomN``) once per cycle."""
+        drawn = random_count(self.games[0]) if self.pool is not None else None
+        return self.steps_per_game * self.cycles * (drawn or len(self.games))
+
 
 @dataclass(frozen=True)
 class Cell:
@@ -103,6 +111,20 @@ def parse_grid(items: list[str]) -> dict[str, list[str]]:
             raise UsageError(f"--grid names '{key.strip()}' twice")
         grid[key.strip()] = [v.strip() for v in values.split(",") if v.strip()]
     return grid
+
+
+def steps_done(spec: GridSpec, logdir: Path, cells: list[Cell], ended: set[Cell]) -> int:
+    """Agent steps done over ``cells``: a finished run, or one whose process ``ended`` (failed runs too: their
+    steps will not come), counts fully; any other as far as its progress file (:mod:`ewc_rl.progress`) says."""
+    per_run = spec.steps_per_run()
+    done = 0
+    for cell in cells:
+        path = cell.run_dir(logdir)
+        if cell in ended or is_complete(path):
+            done += per_run
+        elif (progress := read_progress(path)) is not None:
+            done += min(progress[0], per_run)
+    return done
 
 
 def train_argv(spec: GridSpec, cell: Cell, logdir: Path, device: str, threads: int) -> list[str]:
@@ -170,12 +192,15 @@ def run_grid(spec: GridSpec, logdir: Path, *, workers: int, device: str = "auto"
     """Run every unfinished cell in local worker processes; returns the number of failed runs."""
     todo = pending(spec, logdir)
     pool = _Pool(spec, logdir, max(1, min(workers, len(todo) or 1)), device)
+    cells = spec.cells()
     # SIGINT/SIGTERM only set a flag the loop checks: a KeyboardInterrupt raised inside Popen.poll() can leave
     # the Popen's internal lock held, and the wait() that follows would then hang forever.
     previous = {sig: signal.signal(sig, pool.interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with tqdm(total=len(todo), unit="run", disable=not progress, file=sys.stderr, dynamic_ncols=True) as bar:
-            failed = pool.run(todo, bar)
+        # One bar of agent steps over all runs (finished ones count fully): its rate and ETA are the grid's.
+        with tqdm(total=spec.steps_per_run() * len(cells), initial=steps_done(spec, logdir, cells, set()),
+                  unit="step", unit_scale=True, disable=not progress, file=sys.stderr, dynamic_ncols=True) as bar:
+            failed = pool.run(todo, bar, cells)
         if pool.signum is not None:
             pool.stop()
             raise GridInterrupted(pool.signum)
@@ -206,14 +231,20 @@ class _Pool:
                                     stderr=subprocess.STDOUT, env=env)
         self.running[proc] = (cell, time.perf_counter())
 
-    def run(self, todo: list[Cell], bar: tqdm) -> int:
-        queue, failed = list(todo), 0
+    def run(self, todo: list[Cell], bar: tqdm, cells: list[Cell]) -> int:
+        """Run ``todo``; ``bar`` counts agent steps over ``cells`` (the whole grid), read every few seconds."""
+        queue, failed, ended, next_read = list(todo), 0, set(), 0.0
         while (queue or self.running) and self.signum is None:
             while queue and len(self.running) < self.workers and self.signum is None:
                 self._start(queue.pop(0))
-                bar.set_postfix_str(", ".join(f"{c.label}/seed-{c.seed}" for c, _ in self.running.values()))
+                bar.set_postfix_str(self._labels())
             time.sleep(0.5)
-            for proc in [p for p in self.running if p.poll() is not None]:
+            exited = [p for p in self.running if p.poll() is not None]
+            if exited or time.monotonic() >= next_read:
+                ended |= {self.running[p][0] for p in exited}
+                bar.update(max(0, steps_done(self.spec, self.logdir, cells, ended) - bar.n))
+                next_read = time.monotonic() + 2.0
+            for proc in exited:
                 cell, t0 = self.running.pop(proc)
                 if proc.returncode == 0:
                     tqdm.write(f"finished {cell.label} seed {cell.seed} in {(time.perf_counter() - t0) / 60:.1f} min",
@@ -222,8 +253,12 @@ class _Pool:
                     failed += 1
                     tqdm.write(f"FAILED {cell.label} seed {cell.seed} (exit {proc.returncode}); see "
                                f"{cell.log(self.logdir)}", file=sys.stderr)
-                bar.update(1)
+            if exited:
+                bar.set_postfix_str(self._labels())
         return failed
+
+    def _labels(self) -> str:
+        return ", ".join(f"{c.label}/seed-{c.seed}" for c, _ in self.running.values())
 
     def stop(self) -> None:
         """Ctrl-C: the workers got it too (one process group), or get SIGTERM now; each writes a checkpoint."""

@@ -85,15 +85,19 @@ def package_versions() -> dict[str, str]:
     return found
 
 
-def write_json(path: Path, data: Any) -> None:
-    """Write ``data`` as JSON atomically: readers see the old file or the new one, never half of one."""
+def write_json(path: Path, data: Any, durable: bool = True) -> None:
+    """Write ``data`` as JSON atomically: readers see the old file or the new one, never half of one.
+
+    ``durable=False`` skips the fsync, for files rewritten every few seconds whose loss in a crash costs nothing.
+    """
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(data, f, indent=2, allow_nan=False)
             f.write("\n")
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -34,6 +34,7 @@ from ewc_rl.errors import RunError, UsageError
 from ewc_rl.evaluation import evaluate
 from ewc_rl.methods import SegmentEnd
 from ewc_rl.metrics import clipped_normalized_sum, metric_matrix, normalized_matrix, summarize
+from ewc_rl.progress import ProgressFile
 from ewc_rl.schedule import Segment, make_schedule, unique_games
 from ewc_rl.scores import normalize
 
@@ -113,6 +114,7 @@ class Trainer:
         self.state = RunState()
         self.last_checkpoint: tuple[int, Path] | None = None
         self.pbar: tqdm | None = None
+        self.progress: ProgressFile | None = None  # <run>/progress.json, read by `ewc-rl compare`
         self.stop = _StopFlag()
         self.device: str | None = None  # resolved from spec.device once the agent exists
         self.t_start = time.perf_counter()
@@ -301,6 +303,8 @@ class Trainer:
         self.pbar = tqdm(total=total, initial=agent.num_timesteps, unit="step", dynamic_ncols=True,
                          disable=not spec.progress, mininterval=1.0 if sys.stderr.isatty() else 30.0,
                          file=sys.stderr)
+        self.progress = ProgressFile(spec.logdir, total)
+        self.progress.update(agent.num_timesteps)
         try:
             with self.stop:
                 for seg in self.schedule[first:]:
@@ -311,6 +315,7 @@ class Trainer:
             raise RunError(f"stopped: {exc}") from None
         finally:
             self.pbar.close()
+            self.progress.update(agent.num_timesteps, force=True)
             logger.close()
         summary = self.summary(complete=True)
         tblog.write_json(spec.logdir / "summary.json", summary)

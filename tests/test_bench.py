@@ -29,3 +29,57 @@ def test_bench_refuses_minatar_in_one_line(capsys):
 @pytest.mark.parametrize(("argv", "size"), [([], "full"), (["--quick"], "quick"), (["--size", "tiny"], "tiny")])
 def test_bench_size_defaults_to_full_and_quick_selects_quick(argv, size):
     assert build_parser().parse_args(["bench", *argv]).size == size
+
+
+def _fake_result(scale: float) -> dict:
+    """A result of the shape ``bench.run`` returns, every figure ``scale`` times a base value."""
+    keys = {key: scale * (i + 1) for i, key in enumerate(bench.TARGETS)}
+    raw = {"steps_per_s_plain": 100 * scale, "steps_per_s_ewc10": 98 * scale, "steps_per_s_sb3": 80 * scale,
+           "steps_per_s_limit": 110 * scale, "replay_bytes_per_transition": 7000 * scale,
+           "steps_per_s_rounds": {n: [90 * scale, 120 * scale] for n in ("plain", "ewc10", "sb3", "limit")},
+           "fisher_states_per_s": {k: 10 * scale for k in ("batched_backward", "sampled_hooks", "sampled_vmap",
+                                                           "exact_hooks")},
+           "eval_seconds_per_game": 2 * scale, "train_seconds_per_interval": 50 * scale, "eval_share": 0.1 * scale}
+    setup = {"sizes": {"rounds": 3}, "eval_episodes": 4, "eval_every": 250_000, "n_envs": 4, "env_threads": 2,
+             "torch_threads": 2, "cpus": 2, "processor": "x", "machine": "x86_64", "torch": "2", "python": "3",
+             "mode": "tiny", "game": "Breakout"}
+    return {**keys, "raw": raw, "setup": setup}
+
+
+def test_repeats_combine_into_median_min_and_max():
+    combined = bench.combine([_fake_result(s) for s in (1.0, 3.0, 1.5)])
+    for i, key in enumerate(bench.TARGETS):
+        assert combined[key] == 1.5 * (i + 1)
+        assert combined["spread"][key] == {"min": 1.0 * (i + 1), "median": 1.5 * (i + 1), "max": 3.0 * (i + 1)}
+    assert combined["raw"]["steps_per_s_plain"] == 150 and combined["raw"]["fisher_states_per_s"]["exact_hooks"] == 15
+    assert combined["raw"]["steps_per_s_rounds"]["sb3"] == [90, 360]  # lowest and highest round of all repeats
+    assert [r["eval_share"] for r in combined["repeats"]] == [6.0, 18.0, 9.0] and combined["setup"]["repeats"] == 3
+    assert bench.combine([_fake_result(2.0)]) == _fake_result(2.0)
+    table = bench.to_markdown(combined)
+    assert "median (min–max) of 3 repeats" in table
+    assert "| `throughput_ratio_plain_vs_sb3` | 3.000 (2.000–6.000) | >= 1.3 | yes (3/3) |" in table
+    assert "| `eval_share` | 9.000 (6.000–18.000) | <= 0.15 | **no** (0/3) |" in table
+
+
+def test_bench_repeat_runs_the_whole_measurement_n_times(tmp_path, capsys, monkeypatch):
+    scales = iter([2.0, 1.0, 4.0])
+    calls = []
+    monkeypatch.setattr(bench, "run", lambda *a, **k: calls.append(a) or _fake_result(next(scales)))
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--size", "tiny", "--repeat", "3", "--no-progress", "--json", str(out)]) == 0
+    assert len(calls) == 3
+    result = json.loads(out.read_text())
+    assert result["spread"]["throughput_ratio_plain_vs_sb3"] == {"min": 2.0, "median": 4.0, "max": 8.0}
+    assert "of 3 repeats" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("argv", "repeat"), [([], 1), (["--repeat", "3"], 3)])
+def test_bench_repeat_parsing(argv, repeat):
+    assert build_parser().parse_args(["bench", *argv]).repeat == repeat
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "two"])
+def test_bench_repeat_must_be_a_positive_integer(bad, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "--repeat", bad])
+    assert exc.value.code == 2 and "--repeat" in capsys.readouterr().err

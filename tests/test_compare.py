@@ -8,7 +8,10 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from ewc_rl.cli import main
+from ewc_rl.compare import GridSpec, steps_done
+from ewc_rl.progress import ProgressFile
 from ewc_rl.report import mean_ci
+from ewc_rl.tblog import write_json
 
 STEPS = 300
 ARGS = ["--games", "Pong,Breakout", "--steps-per-game", str(STEPS), "--eval-every", "150", "--eval-episodes", "1",
@@ -34,6 +37,28 @@ def test_grid_layout_and_report_files(comparison):
     assert set(data["agents"]) == {"dqn", "ewc"}
     assert data["agents"]["ewc"]["seeds"] == [0, 1]
     assert data["agents"]["dqn"]["average_performance"]["n"] == 2
+
+
+def test_every_run_leaves_its_final_progress_for_the_steps_bar(comparison):
+    for run in comparison.glob("*/seed-*"):
+        assert json.loads((run / "progress.json").read_text()) == {"step": 2 * STEPS, "total": 2 * STEPS}, run
+
+
+def test_steps_done_counts_finished_and_ended_runs_fully_and_running_ones_by_their_progress(tmp_path):
+    spec = GridSpec(agents=["dqn"], seeds=[0, 1, 2, 3, 4], games=["Pong", "Breakout"], steps_per_game=100, cycles=3)
+    assert spec.steps_per_run() == 600
+    assert GridSpec(agents=["dqn"], seeds=[0], games=["random4"], steps_per_game=10, cycles=2,
+                    pool="kirkpatrick2017").steps_per_run() == 80
+    cells = spec.cells()
+    finished, running, failed, waiting, interrupted = (c.run_dir(tmp_path) for c in cells)
+    for path in (finished, running, failed, interrupted):
+        path.mkdir(parents=True)
+    write_json(finished / "summary.json", {"complete": True})
+    ProgressFile(running, 600).update(250)
+    ProgressFile(failed, 600).update(10)
+    ProgressFile(interrupted, 600).update(420)  # an earlier session's run, to be resumed
+    assert steps_done(spec, tmp_path, cells, set()) == 600 + 250 + 10 + 0 + 420
+    assert steps_done(spec, tmp_path, cells, {cells[2]}) == 600 + 250 + 600 + 0 + 420
 
 
 def test_first_game_still_evaluated_while_the_second_trains(comparison):
@@ -105,13 +130,15 @@ def test_report_errors_are_one_line(tmp_path, capsys):
                    "ewc-rl: error: no finished runs (summary.json with complete=true) under that directory"]
 
 
-def test_grid_runs_every_setting_and_ranks_them(tmp_path):
+def test_grid_runs_every_setting_and_ranks_them(tmp_path, capsys):
     logdir = tmp_path / "sweep"
     args = ["compare", "--agents", "minatar-ewc", "--seeds", "0", "--games", "MinAtar/Breakout,MinAtar/Asterix",
-            "--steps-per-game", "300", "--eval-every", "300", "--eval-episodes", "1", "--no-progress",
+            "--steps-per-game", "300", "--eval-every", "300", "--eval-episodes", "1",
             "--set", "dqn.learning_starts=100", "--set", "eval.max_episode_steps=200",
             "--set", "penalty.fisher_states=50", "--grid", "penalty.lambda=0,1e6", "--logdir", str(logdir)]
     assert main(args) == 0
+    bar = capsys.readouterr().err.split("\r")[-1]
+    assert "1.20k/1.20k" in bar and "step/s" in bar  # one bar of agent steps over both runs, at the end
     runs = sorted(p.relative_to(logdir).as_posix() for p in logdir.glob("*/seed-*"))
     assert runs == ["minatar-ewc+penalty.lambda=0/seed-0", "minatar-ewc+penalty.lambda=1e6/seed-0"]
     summary = json.loads((logdir / runs[1] / "summary.json").read_text())
