@@ -240,13 +240,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a small MLP on K pixel-permuted versions of the 8x8 digits in sequence, once per method "
                     "and seed, with the suite's Fisher and penalty; evaluate every task over training and write "
                     "<logdir>/<method>/seed-<s>/ (summary.json, TensorBoard) and comparison.md/.json/.png.",
-        epilog="example: ewc-rl toy --tasks 5 --methods sgd l2 ewc --lambda ewc=0.01 --seeds 0 1 2 3 4",
+        epilog="example: ewc-rl toy --tasks 5 --methods sgd l2 ewc --lambda ewc=0.05 --seeds 0 1 2 3 4",
     )
     toy.add_argument("--tasks", type=_positive_int, default=5, metavar="K", help="permutations (default: 5)")
     toy.add_argument("--methods", nargs="+", default=["sgd", "l2", "ewc"], metavar="M",
                      help="sgd, l2, ewc, online-ewc (default: sgd l2 ewc)")
     toy.add_argument("--lambda", dest="lambdas", action="append", default=[], metavar="[METHOD=]V",
-                     help="penalty strength, for every method or one (repeatable; default: l2, ewc, online-ewc 0.01)")
+                     help="penalty strength, for all methods or METHOD (repeatable; default: 0.02 for each)")
     toy.add_argument("--seeds", nargs="+", type=_nonnegative_int, default=[0, 1, 2, 3, 4], metavar="S")
     toy.add_argument("--steps-per-task", type=_positive_int, default=250, metavar="N", help="(default: 250)")
     toy.add_argument("--lr", type=float, default=0.2, help="SGD learning rate (default: 0.2)")

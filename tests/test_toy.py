@@ -43,7 +43,7 @@ def test_tiny_run_writes_the_artefacts_and_the_fisher_it_used(tmp_path, capsys):
 
     comparison = json.loads((logdir / "comparison.json").read_text())
     assert list(comparison["agents"]) == ["sgd", "l2", "ewc"]
-    assert comparison["spec"]["lambdas"] == {"sgd": 0.0, "l2": 0.01, "ewc": 0.5}
+    assert comparison["spec"]["lambdas"] == {"sgd": 0.0, "l2": 0.02, "ewc": 0.5}
     for name, agent in comparison["agents"].items():
         assert agent["seeds"] == [0, 1]
         matrix = agent["score_matrix"]
@@ -104,3 +104,10 @@ def test_lambda_for_all_methods_or_one():
     assert toy.parse_lambdas(["2"], defaults) == {"l2": 2.0, "ewc": 2.0, "online-ewc": 2.0}
     assert toy.parse_lambdas(["2", "ewc=1e3"], defaults) == {"l2": 2.0, "ewc": 1000.0, "online-ewc": 2.0}
     assert toy.parse_lambdas([], defaults) == defaults
+
+
+def test_a_diverging_penalty_stops_with_one_line_and_exit_1(tmp_path, capsys):
+    argv = ["toy", *TINY, "--methods", "ewc", "--lambda", "1000", "--lr", "1", "--logdir", str(tmp_path / "toy")]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "ewc, seed 0" in err and "lower --lambda or --lr" in err
