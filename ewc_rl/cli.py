@@ -247,11 +247,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="sgd, l2, ewc, online-ewc (default: sgd l2 ewc)")
     toy.add_argument("--lambda", dest="lambdas", action="append", default=[], metavar="[METHOD=]V",
                      help="penalty strength, for all methods or METHOD (repeatable; default: 0.02 for each)")
-    toy.add_argument("--seeds", nargs="+", type=_nonnegative_int, default=[0, 1, 2, 3, 4], metavar="S")
-    toy.add_argument("--steps-per-task", type=_positive_int, default=250, metavar="N", help="(default: 250)")
+    toy.add_argument("--seeds", nargs="+", type=_nonnegative_int, default=[0, 1, 2, 3, 4], metavar="S",
+                     help="(default: 0 1 2 3 4)")
+    toy.add_argument("--steps-per-task", type=_positive_int, default=250, metavar="N",
+                     help="SGD steps (batch 32) per task (default: 250)")
     toy.add_argument("--lr", type=float, default=0.2, help="SGD learning rate (default: 0.2)")
     toy.add_argument("--hidden", type=_positive_int, default=100, metavar="H", help="units per layer (default: 100)")
-    toy.add_argument("--eval-every", type=_positive_int, default=25, metavar="N", help="(default: 25)")
+    toy.add_argument("--eval-every", type=_positive_int, default=25, metavar="N",
+                     help="test every task trained so far every N steps (default: 25)")
     toy.add_argument("--fisher", default="exact", metavar="exact|sampled", help="estimator (default: exact)")
     toy.add_argument("--decay", type=float, default=1.0, help="online-ewc's Fisher decay (default: 1)")
     toy.add_argument("--logdir", type=Path, default=None, help="new or empty directory (default: runs/toy-<time>)")
