@@ -32,9 +32,9 @@ from torch import Tensor, nn
 
 from ewc_rl.errors import RunError, UsageError
 from ewc_rl.fisher import FisherDict, exact_fisher, sample_actions, sampled_fisher
-from ewc_rl.logging import write_json
 from ewc_rl.penalty import Penalty
 from ewc_rl.report import aggregate
+from ewc_rl.tblog import write_json
 
 # method name (the paper's) -> Penalty kind
 METHODS = {"sgd": "none", "l2": "l2", "ewc": "ewc", "online-ewc": "online-ewc"}
