@@ -318,7 +318,9 @@ def make_agent(cfg: Config, env: VecEnv, games: list[str], *, seed: int, device:
     """
     c = cfg
     network = networks.resolve(c.agent.network, envs.suite(games[0]))
-    policy, policy_kwargs = networks.policy(network, len(games) if c.agent.per_game_layers else 0)
+    policy, policy_kwargs = networks.policy(network, len(games) if c.agent.per_game_layers else 0,
+                                            heads=len(games) if c.agent.per_game_head else 0,
+                                            activation=c.agent.activation, layer_norm=c.agent.layer_norm)
     if c.agent.optimizer == "rmsprop":
         policy_kwargs |= {"optimizer_class": th.optim.RMSprop, "optimizer_kwargs": {
             "alpha": c.agent.rmsprop_alpha, "eps": c.agent.rmsprop_eps, "centered": c.agent.rmsprop_centered}}

@@ -64,6 +64,9 @@ class AgentConfig:
 
     network: str = _opt("auto", choices=("auto", "nature", "wide", "minatar"))
     per_game_layers: bool = _opt(False)
+    per_game_head: bool = _opt(False)  # one Q head per game (multi-head), excluded from the penalty
+    activation: str = _opt("relu", choices=("relu", "crelu"))
+    layer_norm: bool = _opt(False)
     double_dqn: bool = _opt(True)
     per_game_replay: bool = _opt(True)
     keep_replay: bool = _opt(False)
