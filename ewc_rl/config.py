@@ -103,6 +103,8 @@ class EvalConfig:
     epsilon: float = _opt(0.05, min=0, max=1)
     max_episode_steps: int = _opt(27_000, min=1)
     all_games: bool = _opt(False)
+    plasticity: bool = _opt(True)  # plasticity/* diagnostics on a probe set of the current game (ewc_rl/probe.py)
+    probe_states: int = _opt(256, min=1)
 
 
 @dataclass
