@@ -138,7 +138,8 @@ class ShrinkPerturb(Method):
 
 @register
 class ResetHead(Method):
-    """Re-initialises the Q head (the last layer, per-game biases and gains included) and its optimiser state."""
+    """Re-initialises the Q head (the last layer, per-game biases and gains included; with one head per game, the
+    current game's) and its optimiser state."""
 
     name = "reset-head"
     Settings = MovedAnchorSettings
@@ -151,8 +152,8 @@ class ResetHead(Method):
     @classmethod
     def warnings(cls, settings: MovedAnchorSettings, cfg: Config, schedule: list[Segment]) -> list[str]:
         if cfg.agent.per_game_head:
-            return ["reset-head with agent.per_game_head: every game already starts with a fresh head of its own, "
-                    "and the reset would re-initialise the earlier games' heads too"]
+            return ["reset-head with agent.per_game_head changes nothing useful: every game already starts with a "
+                    "fresh head of its own, and the reset re-initialises only that one"]
         return []
 
     def on_segment_start(self, agent: ContinualDQN, game: str) -> None:
