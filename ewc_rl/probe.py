@@ -97,6 +97,7 @@ class Probe:
         self.n_states, self.seed = n_states, seed
         self.data: ReplayBufferSamples | None = None
         self.previous: dict[str, Any] | None = None
+        self.last_step = -1
 
     def new_segment(self) -> None:
         self.data, self.previous = None, None
@@ -107,9 +108,11 @@ class Probe:
         self.data = sample_transitions(agent.replay_buffer, self.n_states, rng)  # type: ignore[arg-type]
 
     def __call__(self, agent: ContinualDQN) -> dict[str, Any] | None:
-        """The diagnostics now, or None before this segment's probe states are drawn."""
-        if self.data is None:
+        """The diagnostics now, or None before this segment's probe states are drawn or when this step was
+        measured already (the warm-up ending at an evaluation step: the network is the same)."""
+        if self.data is None or agent.num_timesteps == self.last_step:
             return None
+        self.last_step = agent.num_timesteps
         agent.policy.set_training_mode(False)
         result = measure(agent, self.data, self.previous)
         self.previous = result["state"]

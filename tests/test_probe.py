@@ -92,7 +92,7 @@ def test_a_run_logs_the_diagnostics_at_each_switch_and_evaluation(tmp_path):
     summary = json.loads((logdir / "summary.json").read_text())
     points = [(r["segment"], r["when"], r["step"]) for r in summary["plasticity"]]
     assert points == [(0, "switch", 100), (0, "eval", 200), (0, "eval", 300),
-                      (1, "switch", 400), (1, "eval", 400), (1, "eval", 600)]
+                      (1, "switch", 400), (1, "eval", 600)]  # one measurement per step: the eval at 400 is the switch
     assert "dormant/tau0.1/head" not in summary["plasticity"][0] and "srank" in summary["plasticity"][0]
     events = EventAccumulator(str(logdir), size_guidance={"scalars": 0})
     events.Reload()
