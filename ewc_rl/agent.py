@@ -341,7 +341,9 @@ def make_agent(cfg: Config, env: VecEnv, games: list[str], *, seed: int, device:
     """
     c = cfg
     network = networks.resolve(c.agent.network, envs.suite(games[0]))
-    policy, policy_kwargs = networks.policy(network, len(games) if c.agent.per_game_layers else 0)
+    policy, policy_kwargs = networks.policy(network, len(games) if c.agent.per_game_layers else 0,
+                                            heads=len(games) if c.agent.per_game_head else 0,
+                                            activation=c.agent.activation, layer_norm=c.agent.layer_norm)
     optimizer_class, optimizer_kwargs = th.optim.Adam, {}  # SB3's DQN default: Adam with torch's defaults
     if c.agent.optimizer == "rmsprop":
         optimizer_class, optimizer_kwargs = th.optim.RMSprop, {

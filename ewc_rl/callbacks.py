@@ -4,6 +4,7 @@ The trainer hands ``learn`` one :class:`Sequence` of these (and of any callbacks
 
     StopAndCheckpoint   SIGINT/SIGTERM and periodic checkpoints, at the first step of a ``train_freq`` chunk
     TrainLog            train/* points: episode returns, epsilon, fps, every ``log_every`` steps or episode end
+    ProbeAtSwitch       the plasticity probe's states drawn and measured once the warm-up is over (ewc_rl/probe.py)
     PeriodicEval        every game seen so far, every ``eval.every`` agent steps
     (methods' callbacks)
     Progress            the progress bar, in global agent steps
@@ -148,6 +149,20 @@ class PeriodicEval(_SegmentCallback):
         return True
 
 
+class ProbeAtSwitch(_SegmentCallback):
+    """Draws the segment's probe states once the warm-up has filled the memory, before the first update, and
+    measures the network there: the network the previous game left, on the new game's states."""
+
+    def _on_step(self) -> bool:
+        probe, agent = self.trainer.probe, self.agent
+        if probe is None or probe.data is not None or self.num_timesteps < agent.learning_starts:
+            return True
+        probe.draw(agent)
+        at_switch = self.num_timesteps <= max(agent.learning_starts, agent.segment_start) + agent.n_envs
+        self.trainer.log_probe(agent, self.segment, self.logger, "switch" if at_switch else "resume")
+        return True
+
+
 class Progress(_SegmentCallback):
     """The progress bar counts global agent steps and shows epsilon and the last training return; the run's
     progress file (read by ``ewc-rl compare``) follows it."""
@@ -179,5 +194,6 @@ def segment_callbacks(trainer: Trainer, agent: ContinualDQN, segment: Segment, e
     """The callbacks of one segment, in the order they run at every step."""
     extra = [cb for method in agent.methods for cb in method.callbacks(agent)]
     return Sequence([StopAndCheckpoint(trainer, segment), TrainLog(trainer, segment, end_step),
-                     PeriodicEval(trainer, segment, end_step), *extra, Progress(trainer, segment),
+                     ProbeAtSwitch(trainer, segment), PeriodicEval(trainer, segment, end_step), *extra,
+                     Progress(trainer, segment),
                      StopAtEnd(trainer, segment, end_step)])

@@ -64,6 +64,9 @@ class AgentConfig:
 
     network: str = _opt("auto", choices=("auto", "nature", "wide", "minatar"))
     per_game_layers: bool = _opt(False)
+    per_game_head: bool = _opt(False)  # one Q head per game (multi-head), excluded from the penalty
+    activation: str = _opt("relu", choices=("relu", "crelu"))
+    layer_norm: bool = _opt(False)
     double_dqn: bool = _opt(True)
     per_game_replay: bool = _opt(True)
     keep_replay: bool = _opt(False)
@@ -100,6 +103,8 @@ class EvalConfig:
     epsilon: float = _opt(0.05, min=0, max=1)
     max_episode_steps: int = _opt(27_000, min=1)
     all_games: bool = _opt(False)
+    plasticity: bool = _opt(True)  # plasticity/* diagnostics on a probe set of the current game (ewc_rl/probe.py)
+    probe_states: int = _opt(256, min=1)
 
 
 @dataclass

@@ -13,7 +13,8 @@ Per-sample squared gradients are computed in one batched forward and backward: f
 layer's input x and output y, one ``autograd.grad`` gives every output gradient gy, and for each sample
 a linear layer's weight gradient is the outer product gy x^T, whose square is (gy^2)(x^2)^T, summed over
 samples as one matrix product; a convolution's is gy (unfolded x)^T, summed over positions, computed as a
-batched matrix product and squared. That costs about one ordinary backward pass. Networks with other
+batched matrix product and squared; a LayerNorm's (or ``GroupNorm(1, C)``'s) gain gradient is gy times the
+normalised input, summed over positions. That costs about one ordinary backward pass. Networks with other
 parameterised layers use ``torch.func`` (``vmap`` over ``grad``) instead, several times slower.
 """
 
@@ -53,7 +54,7 @@ def sample_actions(q_net: nn.Module, obs: Tensor, tau: float, generator: torch.G
 def _covered_parameters(module: nn.Module) -> list[nn.Parameter]:
     if isinstance(module, GameLayer):
         return [*module.game_bias.parameters(), *module.game_gain.parameters()]
-    if isinstance(module, (nn.Linear, nn.Conv2d)):
+    if isinstance(module, (nn.Linear, nn.Conv2d, nn.LayerNorm, nn.GroupNorm)):
         return list(module.parameters(recurse=False))
     return []
 
@@ -84,6 +85,22 @@ def _accumulate(total: FisherDict, names: dict[int, str], m: nn.Module, x: Tenso
         total[names[id(bias)]] += g_bias.pow(2).sum(0)
         total[names[id(gain)]] += g_gain.pow(2).sum(0)
         return
+    if isinstance(m, (nn.LayerNorm, nn.GroupNorm)):
+        with torch.no_grad():  # the normalised input, the gain's factor
+            if isinstance(m, nn.LayerNorm):
+                xhat = F.layer_norm(x, m.normalized_shape, None, None, m.eps)
+            else:
+                xhat = F.group_norm(x, m.num_groups, None, None, m.eps)
+        if isinstance(m, nn.LayerNorm):  # positions are the dimensions between the batch and the normalised ones
+            shape = (n, -1, *m.normalized_shape)
+            g_gain, g_bias = (gy * xhat).reshape(shape).sum(1), gy.reshape(shape).sum(1)
+        else:  # per channel, summed over positions
+            g_gain, g_bias = (gy * xhat).reshape(n, gy.shape[1], -1).sum(2), gy.reshape(n, gy.shape[1], -1).sum(2)
+        if m.weight is not None:
+            total[names[id(m.weight)]] += g_gain.pow(2).sum(0)
+        if m.bias is not None:
+            total[names[id(m.bias)]] += g_bias.pow(2).sum(0)
+        return
     if isinstance(m, nn.Linear):
         if x.dim() == 2:
             total[names[id(m.weight)]] += gy.pow(2).t() @ x.pow(2)
@@ -105,7 +122,8 @@ def _hooks_sq_grad_sum(net: nn.Module, loss_fn: LossFn, inputs: tuple[Tensor, ..
     names = {id(p): name for name, p in net.named_parameters()}
     total = {name: torch.zeros_like(p) for name, p in net.named_parameters()}
     records: list[tuple[nn.Module, Tensor, Tensor]] = []
-    layers = [m for m in net.modules() if isinstance(m, (nn.Linear, nn.Conv2d, GameLayer))]
+    kinds = (nn.Linear, nn.Conv2d, GameLayer, nn.LayerNorm, nn.GroupNorm)
+    layers = [m for m in net.modules() if isinstance(m, kinds)]
     handles = [m.register_forward_hook(lambda m, args, out: records.append((m, args[0], out))) for m in layers]
     try:
         for start in range(0, len(inputs[0]), chunk_size):

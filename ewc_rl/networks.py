@@ -10,6 +10,14 @@ shared, each game has its own bias b (starts at 0) and gain g (starts at 1), sel
 receive no gradient at all (``grad`` stays None) and no optimiser state moves them. They are not part of
 the consolidation penalty or the Fisher (:func:`is_per_game`): only their own game uses them, so later
 games cannot make it forget through them.
+
+With ``heads`` > 0 the Q head is one linear layer per game (:class:`GameHeads`, multi-head): a game trains and
+is evaluated with its own head, which starts freshly initialised and is never touched by other games; like the
+per-game biases and gains, the heads are excluded from the penalty. Both bodies also take ``activation`` (``relu``
+or ``crelu``, concatenated ReLU: every unit gives relu(x) and relu(-x), so the next layer reads twice as many
+inputs; Abbas et al. 2023) and ``layer_norm`` (a LayerNorm between every hidden layer and its activation; on a
+convolution, over channels and positions with a gain and bias per channel, i.e. ``GroupNorm(1, C)``; Lyle et al.
+2024), options against loss of plasticity.
 """
 
 from __future__ import annotations
@@ -25,7 +33,15 @@ from torch import nn
 from ewc_rl.errors import UsageError
 
 NETWORKS = ("auto", "nature", "wide", "minatar")
-_PER_GAME = ("game_bias.", "game_gain.")
+ACTIVATIONS = ("relu", "crelu")
+_PER_GAME = ("game_bias.", "game_gain.", "game_heads.")
+
+
+class CReLU(nn.Module):
+    """Concatenated ReLU along the channel dimension: cat(relu(x), relu(-x)); never silences a unit entirely."""
+
+    def forward(self, x: th.Tensor) -> th.Tensor:
+        return th.cat([th.relu(x), th.relu(-x)], dim=1)
 
 
 class GameLayer(nn.Module):
@@ -45,6 +61,32 @@ class GameLayer(nn.Module):
         key = str(self.game)
         return (self.layer(x) + self.game_bias[key].view(self._shape)) * self.game_gain[key].view(self._shape)
 
+    def reset_parameters(self) -> None:
+        """Biases 0 and gains 1, as at construction (the wrapped layer resets itself)."""
+        with th.no_grad():
+            for b in self.game_bias.values():
+                b.zero_()
+            for g in self.game_gain.values():
+                g.fill_(1.0)
+
+
+class GameHeads(nn.Module):
+    """One linear Q head per game; :func:`set_game` picks the one that runs."""
+
+    def __init__(self, n_in: int, n_out: int, n_games: int) -> None:
+        super().__init__()
+        self.game_heads = nn.ModuleDict({str(i): nn.Linear(n_in, n_out) for i in range(n_games)})
+        self.game = 0
+
+    def forward(self, x: th.Tensor) -> th.Tensor:
+        return self.game_heads[str(self.game)](x)
+
+
+def _hidden(layer: nn.Module, out: int, conv: bool, activation: str, layer_norm: bool) -> list[nn.Module]:
+    """A hidden layer followed by its optional LayerNorm and its activation."""
+    norm: list[nn.Module] = [nn.GroupNorm(1, out) if conv else nn.LayerNorm(out)] if layer_norm else []
+    return [layer, *norm, CReLU() if activation == "crelu" else nn.ReLU()]
+
 
 def _linear(n_in: int, n_out: int, n_games: int) -> nn.Module:
     return GameLayer(nn.Linear(n_in, n_out, bias=False), n_games) if n_games else nn.Linear(n_in, n_out)
@@ -57,9 +99,9 @@ def _conv(c_in: int, c_out: int, kernel: int, stride: int, n_games: int) -> nn.M
 
 
 def set_game(module: nn.Module, game: int) -> None:
-    """Select game ``game``'s biases and gains in every per-game layer of ``module``."""
+    """Select game ``game``'s biases, gains and head in every per-game layer of ``module``."""
     for m in module.modules():
-        if isinstance(m, GameLayer):
+        if isinstance(m, (GameLayer, GameHeads)):
             m.game = game
 
 
@@ -69,32 +111,42 @@ def is_per_game(name: str) -> bool:
 
 
 class AtariCNN(BaseFeaturesExtractor):
-    """Conv 8x8/4, 4x4/2, 3x3/1 with ``filters`` channels, then FC ``features_dim``; optionally per-game layers."""
+    """Conv 8x8/4, 4x4/2, 3x3/1 with ``filters`` channels, then FC ``features_dim``; optionally per-game layers,
+    CReLU (the features are then 2 * ``features_dim`` wide) and LayerNorm."""
 
     def __init__(self, observation_space: gym.spaces.Box, features_dim: int = 512,
-                 filters: tuple[int, int, int] = (32, 64, 64), n_games: int = 0) -> None:
-        super().__init__(observation_space, features_dim)
+                 filters: tuple[int, int, int] = (32, 64, 64), n_games: int = 0, activation: str = "relu",
+                 layer_norm: bool = False) -> None:
+        k = 2 if activation == "crelu" else 1
+        super().__init__(observation_space, k * features_dim)
         c = observation_space.shape[0]
+        f1, f2, f3 = filters
         self.cnn = nn.Sequential(
-            _conv(c, filters[0], 8, 4, n_games), nn.ReLU(), _conv(filters[0], filters[1], 4, 2, n_games), nn.ReLU(),
-            _conv(filters[1], filters[2], 3, 1, n_games), nn.ReLU(), nn.Flatten())
+            *_hidden(_conv(c, f1, 8, 4, n_games), f1, True, activation, layer_norm),
+            *_hidden(_conv(k * f1, f2, 4, 2, n_games), f2, True, activation, layer_norm),
+            *_hidden(_conv(k * f2, f3, 3, 1, n_games), f3, True, activation, layer_norm), nn.Flatten())
         with th.no_grad():
             n_flat = self.cnn(th.zeros(1, *observation_space.shape)).shape[1]
-        self.linear = nn.Sequential(_linear(n_flat, features_dim, n_games), nn.ReLU())
+        self.linear = nn.Sequential(
+            *_hidden(_linear(n_flat, features_dim, n_games), features_dim, False, activation, layer_norm))
 
     def forward(self, observations: th.Tensor) -> th.Tensor:
         return self.linear(self.cnn(observations))
 
 
 class MinAtarCNN(BaseFeaturesExtractor):
-    """conv 16x3x3 (stride 1) -> ReLU -> FC 128 -> ReLU, for (C, 10, 10) {0, 1} inputs."""
+    """conv 16x3x3 (stride 1) -> ReLU -> FC 128 -> ReLU, for (C, 10, 10) {0, 1} inputs; optionally per-game
+    layers, CReLU (the features are then 256 wide) and LayerNorm."""
 
-    def __init__(self, observation_space: gym.spaces.Box, features_dim: int = 128, n_games: int = 0) -> None:
-        super().__init__(observation_space, features_dim)
+    def __init__(self, observation_space: gym.spaces.Box, features_dim: int = 128, n_games: int = 0,
+                 activation: str = "relu", layer_norm: bool = False) -> None:
+        k = 2 if activation == "crelu" else 1
+        super().__init__(observation_space, k * features_dim)
         channels, height, width = observation_space.shape
         self.net = nn.Sequential(
-            _conv(channels, 16, 3, 1, n_games), nn.ReLU(), nn.Flatten(),
-            _linear(16 * (height - 2) * (width - 2), features_dim, n_games), nn.ReLU(),
+            *_hidden(_conv(channels, 16, 3, 1, n_games), 16, True, activation, layer_norm), nn.Flatten(),
+            *_hidden(_linear(k * 16 * (height - 2) * (width - 2), features_dim, n_games), features_dim, False,
+                     activation, layer_norm),
         )
 
     def forward(self, observations: th.Tensor) -> th.Tensor:
@@ -102,21 +154,24 @@ class MinAtarCNN(BaseFeaturesExtractor):
 
 
 class PerGameCnnPolicy(CnnPolicy):
-    """SB3's DQN ``CnnPolicy`` whose Q head (like the body) has per-game biases and gains."""
+    """SB3's DQN ``CnnPolicy`` whose Q head has per-game biases and gains (``n_games``) or is one head per game
+    (``heads``)."""
 
-    def __init__(self, *args: Any, n_games: int = 1, **kwargs: Any) -> None:
-        self.n_games = n_games
+    def __init__(self, *args: Any, n_games: int = 0, heads: int = 0, **kwargs: Any) -> None:
+        self.n_games, self.heads = n_games, heads
         super().__init__(*args, **kwargs)
 
     def make_q_net(self) -> QNetwork:
         q_net = super().make_q_net()
         head = q_net.q_net[-1]
         assert isinstance(head, nn.Linear)
-        q_net.q_net[-1] = _linear(head.in_features, head.out_features, self.n_games).to(self.device)
+        new = (GameHeads(head.in_features, head.out_features, self.heads) if self.heads
+               else _linear(head.in_features, head.out_features, self.n_games))
+        q_net.q_net[-1] = new.to(self.device)
         return q_net
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
-        return {**super()._get_constructor_parameters(), "n_games": self.n_games}
+        return {**super()._get_constructor_parameters(), "n_games": self.n_games, "heads": self.heads}
 
 
 def resolve(network: str, suite: str) -> str:
@@ -131,20 +186,26 @@ def resolve(network: str, suite: str) -> str:
     return network
 
 
-def policy(network: str, n_games: int = 0) -> tuple[str | type, dict[str, Any]]:
-    """SB3 (policy, ``policy_kwargs``) for ``network``; ``n_games`` > 0 gives every layer per-game b and g."""
-    if network == "nature" and not n_games:
-        return "CnnPolicy", {"features_extractor_class": NatureCNN, "net_arch": []}
-    if network in ("nature", "wide"):
-        extractor: dict[str, Any] = {"n_games": n_games}
+def policy(network: str, n_games: int = 0, *, heads: int = 0, activation: str = "relu",
+           layer_norm: bool = False) -> tuple[str | type, dict[str, Any]]:
+    """SB3 (policy, ``policy_kwargs``) for ``network``; ``n_games`` > 0 gives every layer per-game b and g,
+    ``heads`` > 0 one Q head per game; ``activation`` and ``layer_norm`` as in the module docstring."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}")
+    options: dict[str, Any] = {"n_games": n_games}
+    if activation != "relu" or layer_norm:
+        options |= {"activation": activation, "layer_norm": layer_norm}
+    if network == "nature" and len(options) == 1 and not n_games:
+        kwargs: dict[str, Any] = {"features_extractor_class": NatureCNN, "net_arch": []}
+    elif network in ("nature", "wide"):
         if network == "wide":
-            extractor |= {"features_dim": 1024, "filters": (32, 64, 128)}
-        kwargs = {"features_extractor_class": AtariCNN, "features_extractor_kwargs": extractor, "net_arch": []}
+            options |= {"features_dim": 1024, "filters": (32, 64, 128)}
+        kwargs = {"features_extractor_class": AtariCNN, "features_extractor_kwargs": options, "net_arch": []}
     elif network == "minatar":
-        kwargs = {"features_extractor_class": MinAtarCNN, "features_extractor_kwargs": {"n_games": n_games},
+        kwargs = {"features_extractor_class": MinAtarCNN, "features_extractor_kwargs": options,
                   "net_arch": [], "normalize_images": False}
     else:
         raise ValueError(f"unknown network {network!r}")
-    if n_games:
-        return PerGameCnnPolicy, {**kwargs, "n_games": n_games}
+    if n_games or heads:
+        return PerGameCnnPolicy, {**kwargs, "n_games": n_games, "heads": heads}
     return "CnnPolicy", kwargs

@@ -126,6 +126,24 @@ class Penalty:
         quad = sum(float(torch.dot(s.flatten(), d.flatten())) for s, d in zip(scaled, diffs, strict=True))
         return 0.5 * quad + 0.5 * self.lam * self.c
 
+    def release(self, masks: Mapping[str, Tensor]) -> None:
+        """Zero every anchor's Fisher where ``masks`` (by parameter name) is True: those parameters go free.
+
+        What a reset asks for when the reset weights should not be pulled back to the old anchors (their
+        importance belonged to weights that no longer exist); the other parameters keep their penalty.
+        """
+        if not self.anchors:
+            return
+        for _, fisher in self.anchors.values():
+            for n, mask in masks.items():
+                if n in fisher:
+                    fisher[n] = fisher[n].masked_fill(mask.to(fisher[n].device), 0.0)
+        self._merge(next(iter(self.A.values())).device if self.A else torch.device("cpu"))
+
+    def clear(self) -> None:
+        """Forget every anchor: no penalty until the next consolidation."""
+        self.anchors, self.A, self.mu, self.c, self._lam_a = {}, {}, {}, 0.0, {}
+
     def state_dict(self) -> dict[str, object]:
         """The anchors (parameters and Fisher per key), tensors only: the merged quadratic is derived."""
         return {"keys": list(self.anchors),

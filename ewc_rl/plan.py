@@ -74,6 +74,12 @@ def describe(cfg: Config, schedule: list[Segment], *, seed: int, pool: str | Non
             else "one alive at a time (a finished game's memory is freed)")
     lines.append(f"replay memory: {cfg.dqn.buffer_size:,} transitions x {per_transition:,} bytes = "
                  f"{per_memory / 1e9:.2f} GB per memory, {kept}: peak {alive * per_memory / 1e9:.2f} GB")
+    a = cfg.agent
+    options = [*(["per-game biases and gains"] if a.per_game_layers else []),
+               *(["one Q head per game"] if a.per_game_head else []),
+               *(["CReLU"] if a.activation == "crelu" else []), *(["LayerNorm"] if a.layer_norm else [])]
+    if options:
+        lines.append(f"network: {', '.join(options)}")
     lines.append(f"methods: {' -> '.join(cfg.agent.methods) or 'none'}")
     for name, method in _active(cfg):
         lines += method.describe(cfg.section(name), cfg, schedule)

@@ -34,6 +34,7 @@ from ewc_rl.errors import RunError, UsageError
 from ewc_rl.evaluation import evaluate
 from ewc_rl.methods import SegmentEnd
 from ewc_rl.metrics import clipped_normalized_sum, metric_matrix, normalized_matrix, summarize
+from ewc_rl.probe import Probe
 from ewc_rl.progress import ProgressFile
 from ewc_rl.schedule import Segment, make_schedule, unique_games
 from ewc_rl.scores import normalize
@@ -69,6 +70,8 @@ class RunState:
     eval_seconds: float = 0.0
     fisher_seconds: float = 0.0  # the methods' segment-end work (Fisher estimates, consolidation)
     wall_seconds: float = 0.0  # wall time of earlier sessions of a resumed run
+    probe_seconds: float = 0.0  # the plasticity diagnostics (ewc_rl/probe.py)
+    plasticity: list[dict[str, Any]] = field(default_factory=list)
     last_return: float | None = None
 
 
@@ -118,6 +121,7 @@ class Trainer:
         self.stop = _StopFlag()
         self.device: str | None = None  # resolved from spec.device once the agent exists
         self.t_start = time.perf_counter()
+        self.probe = Probe(cfg.eval.probe_states, spec.seed) if cfg.eval.plasticity else None
 
     # -- identity of a run (what a resume must match) ------------------------------------------------
 
@@ -178,8 +182,26 @@ class Trainer:
             logger.record("eval/clipped_normalized_sum", clipped)
         self.state.eval_seconds += time.perf_counter() - t0
         logger.record("eval/cost_share", self.state.eval_seconds / max(self.wall(), 1e-9))
+        self.log_probe(agent, segment, logger, "eval", dump=False)
         logger.dump(agent.num_timesteps)
         return means
+
+    def log_probe(self, agent: ContinualDQN, segment: Segment, logger: Logger, when: str, dump: bool = True) -> None:
+        """The plasticity diagnostics now (if the segment's probe states exist): plasticity/* and summary.json."""
+        if self.probe is None:
+            return
+        t0 = time.perf_counter()
+        values = self.probe(agent)
+        if values is None:
+            return
+        for key, value in values.items():
+            logger.record(f"plasticity/{key}", value)
+        self.state.plasticity.append({"step": agent.num_timesteps, "segment": segment.index, "game": segment.game,
+                                      "when": when, **values})
+        self.state.probe_seconds += time.perf_counter() - t0
+        logger.record("plasticity/cost_share", self.state.probe_seconds / max(self.wall(), 1e-9))
+        if dump:
+            logger.dump(agent.num_timesteps)
 
     def _end_methods(self, agent: ContinualDQN, segment: Segment) -> None:
         """Every method's segment end (the anchor estimates its Fisher and consolidates here)."""
@@ -228,6 +250,8 @@ class Trainer:
             "wall_time_s": round(self.wall(), 2),
             "eval_time_s": round(self.state.eval_seconds, 2),
             "fisher_time_s": round(self.state.fisher_seconds, 2),
+            "probe_time_s": round(self.state.probe_seconds, 2),
+            "plasticity": self.state.plasticity,
             "eval_all_games": self.spec.eval_all_games,
             "normalized_matrix": normalized_matrix(self.state.score_matrix, self.columns),
         }
@@ -328,6 +352,8 @@ class Trainer:
         env = agent.env if seg.index == 0 and not done and agent.env is not None else self._train_env(
             seg.game, env_seed)
         agent.begin_segment(env, seg.game, seg.steps, start=agent.num_timesteps - done)
+        if self.probe is not None:
+            self.probe.new_segment()
         assert self.pbar is not None
         self.pbar.set_description(f"[{seg.index + 1}/{len(self.schedule)}] {seg.game}")
         if seg.steps > done:

@@ -156,3 +156,29 @@ def test_other_layers_fall_back_to_vmap_and_stay_exact():
     got = fisher.sampled_fisher(net, obs, actions, TAU, chunk_size=3)
     want = _loop_sq_grads(net, lambda i: F.log_softmax(net(obs[i:i + 1]) / TAU, -1)[0, actions[i]], len(obs))
     _assert_close(got, want)
+
+
+@pytest.mark.parametrize("n_games", [0, 2])
+def test_layer_norm_and_crelu_networks_take_the_fast_path_and_match_per_sample_loop(n_games):
+    import gymnasium as gym
+    import numpy as np
+
+    from ewc_rl.networks import MinAtarCNN, set_game
+
+    th.manual_seed(0)
+    body = MinAtarCNN(gym.spaces.Box(0, 1, (3, 6, 6), np.uint8), features_dim=8, n_games=n_games, activation="crelu",
+                      layer_norm=True)
+    with th.no_grad():  # gains and biases away from 1 and 0, so that their gradients are not special
+        for p in body.parameters():
+            if p.dim() == 1:
+                p.add_(0.3 * th.randn_like(p))
+    set_game(body, n_games - 1 if n_games else 0)
+    net = th.nn.Sequential(body, th.nn.Linear(16, 4))
+    assert fisher.hooks_supported(net)
+    obs = th.randint(0, 2, (9, 3, 6, 6), generator=th.Generator().manual_seed(3)).to(th.uint8)
+    actions = fisher.sample_actions(net, obs, TAU, th.Generator().manual_seed(4))
+    got = fisher.sampled_fisher(net, obs, actions, TAU, chunk_size=4, method="hooks")
+    want = _loop_sq_grads(net, lambda i: F.log_softmax(net(obs[i:i + 1]) / TAU, -1)[0, actions[i]], len(obs))
+    inactive = {n for n in want if n.endswith(".0") and "game_" in n}
+    _assert_close({n: v for n, v in got.items() if n not in inactive},
+                  {n: v for n, v in want.items() if n not in inactive})

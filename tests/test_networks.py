@@ -10,7 +10,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 
 from ewc_rl.agent import ContinualDQN
 from ewc_rl.errors import UsageError
-from ewc_rl.networks import AtariCNN, GameLayer, MinAtarCNN, is_per_game, policy, resolve, set_game
+from ewc_rl.networks import AtariCNN, CReLU, GameHeads, GameLayer, MinAtarCNN, is_per_game, policy, resolve, set_game
 from ewc_rl.penalty import Penalty
 from tests.conftest import TinyImageEnv
 
@@ -118,3 +118,49 @@ class _AtariShaped(TinyImageEnv):
 
     def _obs(self) -> np.ndarray:
         return np.full((4, 84, 84), self.t * 13 % 256, dtype=np.uint8)
+
+
+@pytest.mark.parametrize("activation", ["relu", "crelu"])
+@pytest.mark.parametrize("layer_norm", [False, True])
+def test_crelu_and_layer_norm_options(activation, layer_norm):
+    k = 2 if activation == "crelu" else 1
+    net = MinAtarCNN(MINATAR, activation=activation, layer_norm=layer_norm)
+    assert net.features_dim == 128 * k and net(th.ones(3, 10, 10, 10, dtype=th.uint8)).shape == (3, 128 * k)
+    fc = [m for m in net.modules() if isinstance(m, th.nn.Linear)][0]
+    assert fc.in_features == k * 16 * 8 * 8  # CReLU doubles what the next layer reads
+    norms = [m for m in net.modules() if isinstance(m, (th.nn.LayerNorm, th.nn.GroupNorm))]
+    assert len(norms) == (2 if layer_norm else 0)
+    atari = AtariCNN(ATARI, activation=activation, layer_norm=layer_norm)
+    assert atari(th.zeros(2, 4, 84, 84)).shape == (2, 512 * k)
+    if activation == "crelu":  # cat(relu(x), relu(-x)): exactly one half of each pair is x's magnitude
+        x = th.randn(5, 3)
+        th.testing.assert_close(CReLU()(x), th.cat([x.clamp_min(0), (-x).clamp_min(0)], 1))
+
+
+def test_a_q_head_per_game_is_excluded_from_the_penalty_and_used_for_its_game():
+    pol, kwargs = policy("minatar", heads=2)
+    env = DummyVecEnv([lambda: _MinAtarShaped()])
+    agent = ContinualDQN(pol, env, policy_kwargs=kwargs, games=["A", "B"], penalty=Penalty("ewc", 1.0),
+                         learning_starts=5, buffer_size=100, train_freq=1, device="cpu", seed=0)
+    heads = agent.q_net.q_net[-1]
+    assert isinstance(heads, GameHeads) and set(heads.game_heads) == {"0", "1"}
+    b_before = {n: p.detach().clone() for n, p in heads.game_heads["1"].named_parameters()}
+    agent.begin_segment(agent.env, "A", 20)
+    agent.learn(20, reset_num_timesteps=False, log_interval=None)
+    assert all(th.equal(p, b_before[n]) for n, p in heads.game_heads["1"].named_parameters())  # B's head untouched
+    assert all(is_per_game(n) for n, _ in agent.q_net.named_parameters() if "game_heads" in n)
+    assert not any("game_heads" in n for n in agent.shared_parameters())
+    obs = th.ones(2, 10, 10, 10)
+    agent.select_game("B")
+    th.testing.assert_close(agent.q_net(obs), heads.game_heads["1"](agent.q_net.extract_features(
+        obs, agent.q_net.features_extractor)))
+    assert heads.game == 1 and agent.q_net_target.q_net[-1].game == 1
+
+
+class _MinAtarShaped(TinyImageEnv):
+    def __init__(self) -> None:
+        super().__init__(length=10)
+        self.observation_space = gym.spaces.Box(0, 1, (10, 10, 10), np.uint8)
+
+    def _obs(self) -> np.ndarray:
+        return np.full((10, 10, 10), self.t % 2, dtype=np.uint8)
