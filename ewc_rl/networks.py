@@ -102,11 +102,24 @@ class MinAtarCNN(BaseFeaturesExtractor):
 
 
 class PerGameCnnPolicy(CnnPolicy):
-    """SB3's DQN ``CnnPolicy`` whose Q head (like the body) has per-game biases and gains."""
+    """SB3's DQN ``CnnPolicy`` whose Q head (like the body) has per-game biases and gains.
 
-    def __init__(self, *args: Any, n_games: int = 1, **kwargs: Any) -> None:
+    ``game`` is the game index selected at construction: it is a constructor parameter (not only
+    :func:`set_game` state) so that a model saved in SB3's format loads with that game's layers selected.
+    """
+
+    def __init__(self, *args: Any, n_games: int = 1, game: int = 0, **kwargs: Any) -> None:
         self.n_games = n_games
+        self.game = game
         super().__init__(*args, **kwargs)
+        self.set_game(game)
+
+    def set_game(self, game: int) -> None:
+        """Play game ``game`` (an index of the run's games, in first-visit order) from now on."""
+        if not 0 <= game < self.n_games:
+            raise ValueError(f"game index {game} out of range: this policy has {self.n_games} games")
+        self.game = game
+        set_game(self, game)
 
     def make_q_net(self) -> QNetwork:
         q_net = super().make_q_net()
@@ -116,7 +129,7 @@ class PerGameCnnPolicy(CnnPolicy):
         return q_net
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
-        return {**super()._get_constructor_parameters(), "n_games": self.n_games}
+        return {**super()._get_constructor_parameters(), "n_games": self.n_games, "game": self.game}
 
 
 def resolve(network: str, suite: str) -> str:
