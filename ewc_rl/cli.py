@@ -121,6 +121,15 @@ def _check_device(device: str) -> None:
         raise UsageError("--device cuda: no CUDA device is available (use --device auto or cpu)")
 
 
+def _agents_by_suite() -> str:
+    """The shipped agent files, Atari and MinAtar apart (a MinAtar agent file's name starts with minatar)."""
+    from ewc_rl.config import available_agents
+
+    names = available_agents()
+    atari = [n for n in names if not n.startswith("minatar")]
+    return f"Atari: {', '.join(atari)}; MinAtar: {', '.join(n for n in names if n not in atari)}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="ewc-rl",
@@ -135,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example: ewc-rl train --agent ewc --games Pong,Breakout --steps-per-game 1000000 --seed 0",
     )
     train.add_argument("--agent", default="ewc", metavar="NAME|PATH",
-                       help="an agent of agents/ (dqn, ewc, online-ewc, l2) or a TOML file (default: ewc)")
+                       help=f"an agent of agents/ ({_agents_by_suite()}) or a TOML file (default: ewc)")
     _add_run_options(train)
     train.add_argument("--seed", type=_nonnegative_int, default=0)
     train.add_argument("--schedule-seed", type=_nonnegative_int, default=None, metavar="S",
@@ -190,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     rand = sub.add_parser(
         "random-scores", help="measure a uniformly random policy's score per game (normalisation baselines)",
         description="Play each game with uniformly random actions (the evaluator with epsilon = 1) and print "
-                    "the mean return with its 95%% interval over all episodes.",
+                    "the mean return with its 95% interval over all episodes.",
     )
     rand.add_argument("--games", required=True, metavar="G1,G2,...")
     rand.add_argument("--agent", default=None, metavar="NAME|PATH",
