@@ -1,0 +1,45 @@
+"""The Python API, and the README's example of it run as written."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import ewc_rl
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def _readme_example() -> str:
+    section = README.read_text().split("### Python API", 1)[1]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def test_readme_example_runs_as_written(tmp_path, monkeypatch, capsys):
+    code = _readme_example()
+    assert len(code.strip().splitlines()) <= 10
+    monkeypatch.chdir(tmp_path)  # its runs/ lands in tmp_path
+    namespace: dict = {}
+    exec(compile(code, str(README), "exec"), namespace)
+    run = namespace["run"]
+    assert run.logdir == Path("runs/api-demo") and (tmp_path / "runs/api-demo/models/final.zip").is_file()
+    assert len(run.score_matrix) == 2 and run.games == ["MinAtar/Breakout", "MinAtar/SpaceInvaders"]
+    assert run.summary["settings"]["dqn"]["learning_starts"] == 200 and run.summary["complete"]
+    assert type(namespace["model"]).__name__ == "DQN"
+    action = namespace["action"]
+    assert action.shape == (1,) and 0 <= int(action[0]) < 6
+    out = capsys.readouterr().out
+    assert "average" not in out and str(run.metrics["average_performance"]) in out
+
+
+def test_api_errors_are_usage_errors(tmp_path):
+    import pytest
+
+    from ewc_rl.errors import UsageError
+
+    (tmp_path / "x").write_text("")
+    with pytest.raises(UsageError, match="already holds files"):
+        ewc_rl.train(["MinAtar/Breakout"], logdir=tmp_path)
+    with pytest.raises(UsageError, match="unknown game"):
+        ewc_rl.train(["Pongg"], logdir=tmp_path / "new")
+    assert not (tmp_path / "new").exists()
