@@ -245,6 +245,26 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the Fisher estimator: sampled, exact or empirical (squared TD-loss gradients, the same "
                            "for every tau) (default: sampled)")
 
+    ev = sub.add_parser(
+        "evaluate", help="play a run's latest learner on games: returns with 95%% intervals, and videos",
+        description="Rebuild the learner of RUN's latest checkpoint (a finished or a running run) and play EPISODES "
+                    "episodes of each game epsilon-greedily, as the run's evaluator does; print the mean return "
+                    "with its 95% interval. --video also records one episode per game (what the agent sees: "
+                    "MinAtar's planes in colour, Atari's 84x84 frames) into RUN/videos/<game>.gif or .mp4.",
+        epilog="example: ewc-rl evaluate runs/demo/minatar-ewc/seed-0 --episodes 30 --video",
+    )
+    ev.add_argument("run", type=Path, metavar="RUN", help="a run directory")
+    ev.add_argument("--games", default=None, metavar="G1,G2,...",
+                    help="games to play, of the run's suite (default: the run's games)")
+    ev.add_argument("--episodes", type=_positive_int, default=10, metavar="K", help="episodes per game (default: 10)")
+    ev.add_argument("--epsilon", type=_nonnegative_float, default=None, metavar="E",
+                    help="exploration rate (default: the run's eval.epsilon; 0 = greedy)")
+    ev.add_argument("--seed", type=_nonnegative_int, default=0)
+    ev.add_argument("--video", action="store_true", help="record one episode per game")
+    ev.add_argument("--video-dir", type=Path, default=None, metavar="DIR", help="where (default: RUN/videos)")
+    ev.add_argument("--video-format", choices=("gif", "mp4"), default="gif",
+                    help="gif (Pillow) or mp4 (needs pip install \"ewc_rl[video]\") (default: gif)")
+
     report = sub.add_parser(
         "report", help="(re)write comparison.md/.json/.png from a comparison's summary.json files",
         description="Aggregate the finished runs under LOGDIR (<agent>/seed-<s>/summary.json) into "
@@ -424,6 +444,28 @@ def _inspect_fisher(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    from ewc_rl.envs import parse_games
+    from ewc_rl.report import mean_ci
+    from ewc_rl.watch import evaluate_run
+
+    if args.epsilon is not None and args.epsilon > 1:
+        raise UsageError(f"--epsilon must be between 0 and 1; got {args.epsilon}")
+    games = parse_games(args.games) if args.games else None
+    video_dir = (args.video_dir or args.run / "videos") if args.video else None
+    result = evaluate_run(args.run, games, episodes=args.episodes, epsilon=args.epsilon, seed=args.seed,
+                          video_dir=video_dir, video_format=args.video_format)
+    print(f"{args.run}: learner at step {result['step']}, epsilon {result['epsilon']:g}, {args.episodes} episodes")
+    print(f"{'game':<24}{'mean':>10}{'95% CI':>10}{'min':>8}{'max':>8}")
+    for game, r in result["games"].items():
+        stat = mean_ci(r["returns"])
+        ci = "-" if stat["ci95"] is None else f"{stat['ci95']:.2f}"
+        print(f"{game:<24}{stat['mean']:>10.2f}{ci:>10}{min(r['returns']):>8g}{max(r['returns']):>8g}")
+        if "video" in r:
+            print(f"  video: {r['video']} ({r['frames']} frames, return {r['video_return']:g})")
+    return 0
+
+
 def _report(args: argparse.Namespace) -> int:
     from ewc_rl.report import write_report
 
@@ -449,6 +491,8 @@ def main(argv: list[str] | None = None) -> int:
             return _bench(args)
         if args.command == "inspect-fisher":
             return _inspect_fisher(args)
+        if args.command == "evaluate":
+            return _evaluate(args)
     except UsageError as exc:
         print(f"ewc-rl: error: {exc}", file=sys.stderr)
         return 2
