@@ -157,6 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="torch threads, 0 = torch's default (default: 0)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_checkpoint_options(train)
+    train.add_argument("--log-formats", default="", metavar="csv,json",
+                       help="stable-baselines3's csv and/or json scalar logs (progress.csv, progress.json) beside "
+                            "TensorBoard's; a --resume starts them anew")
+    train.add_argument("--track", choices=("wandb", "mlflow"), default=None,
+                       help="also log to Weights & Biases (offline unless WANDB_MODE=online) or MLflow "
+                            "(<logdir>/mlruns unless MLFLOW_TRACKING_URI is set); pip install \"ewc_rl[track]\"")
     train.add_argument("--resume", action="store_true",
                        help="continue the run in --logdir from its latest checkpoint (same settings required)")
 
@@ -314,11 +320,20 @@ def _train(args: argparse.Namespace, argv: list[str]) -> int:
     if args.threads:
         th.set_num_threads(args.threads)
 
+    formats = [f.strip() for f in args.log_formats.split(",") if f.strip()]
+    if any(f not in ("tensorboard", "csv", "json") for f in formats):
+        raise UsageError(f"--log-formats takes csv and json (TensorBoard is always written); got {args.log_formats!r}")
+    if args.track:
+        import importlib.util
+
+        if importlib.util.find_spec(args.track) is None:
+            raise UsageError(f'--track {args.track} needs the {args.track} package: pip install "ewc_rl[track]"')
     command = ["ewc-rl", *argv]
     spec = RunSpec(games=games, orders=orders, steps_per_game=args.steps_per_game, logdir=logdir, cycles=args.cycles,
                    seed=args.seed, device=args.device, progress=not args.no_progress,
                    eval_all_games=args.eval_all_games or cfg.eval.all_games,
-                   checkpoint_every=args.checkpoint_every, checkpoint_replay=args.checkpoint_replay, command=command)
+                   checkpoint_every=args.checkpoint_every, checkpoint_replay=args.checkpoint_replay, command=command,
+                   log_formats=formats, track=args.track)
     try:
         summary = Trainer(cfg, spec).run(resume=args.resume)
     except Interrupted as exc:

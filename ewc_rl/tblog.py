@@ -30,9 +30,10 @@ from stable_baselines3.common.logger import HParam, Logger, configure
 PACKAGES = ("ewc_rl", "torch", "stable-baselines3", "gymnasium", "ale-py", "numpy", "tensorboard")
 
 
-def create_logger(logdir: Path) -> Logger:
-    """An SB3 logger writing TensorBoard events straight into ``logdir`` (no ``run_N`` sub-folder)."""
-    return configure(str(logdir), ["tensorboard"])
+def create_logger(logdir: Path, formats: tuple[str, ...] | list[str] = ()) -> Logger:
+    """An SB3 logger writing TensorBoard events straight into ``logdir`` (no ``run_N`` sub-folder), and SB3's
+    other ``formats`` (csv: progress.csv, json: progress.json) beside them."""
+    return configure(str(logdir), ["tensorboard", *(f for f in formats if f != "tensorboard")])
 
 
 # The HParams tab's metric columns: scalar tags whose last value it shows per run (and sorts by).

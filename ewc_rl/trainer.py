@@ -57,6 +57,8 @@ class RunSpec:
     checkpoint_every: int = 100_000
     checkpoint_replay: bool = False
     command: list[str] = field(default_factory=list)
+    log_formats: list[str] = field(default_factory=list)  # SB3 outputs beside TensorBoard: csv, json
+    track: str | None = None  # wandb or mlflow (ewc_rl.tracking)
 
 
 @dataclass
@@ -300,16 +302,21 @@ class Trainer:
             if (first, done) != (0, 0):
                 agent.env.close()  # type: ignore[union-attr]  # each later segment makes its own
             tblog.purge_events_after(spec.logdir, int(ckpt.meta["step"]))
-            logger = tblog.create_logger(spec.logdir)
+            logger = tblog.create_logger(spec.logdir, spec.log_formats)
         else:
             agent = self._build_agent()
             spec.logdir.mkdir(parents=True, exist_ok=True)
-            logger = tblog.create_logger(spec.logdir)
+            logger = tblog.create_logger(spec.logdir, spec.log_formats)
+        hparams = {**self.cfg.flat(), "run.games": ",".join(spec.games), "run.steps_per_game": spec.steps_per_game,
+                   "run.cycles": spec.cycles, "run.seed": spec.seed, "run.agent": self.cfg.name}
+        if spec.track:
+            from ewc_rl.tracking import tracker
+
+            logger.output_formats.append(tracker(spec.track, spec.logdir, hparams, resume))
+        if not resume:
             self._log_switch(logger, 0, self.schedule[0])
             tblog.log_layout(logger, self.columns)
-            tblog.log_hparams(logger, {**self.cfg.flat(), "run.games": ",".join(spec.games),
-                                       "run.steps_per_game": spec.steps_per_game, "run.cycles": spec.cycles,
-                                       "run.seed": spec.seed, "run.agent": self.cfg.name})
+            tblog.log_hparams(logger, hparams)
         agent.set_logger(logger)
         self.agent = agent
         self.device = str(agent.device)
