@@ -336,7 +336,7 @@ class Trainer:
         finally:
             self.pbar.close()
             logger.close()
-        export.save(agent, agent.game, export.final_path(spec.logdir), self.cfg.eval.epsilon)
+        export.save(agent, self.schedule[-1].game, export.final_path(spec.logdir), self.cfg.eval.epsilon)
         summary = self.summary(complete=True)
         tblog.write_json(spec.logdir / "summary.json", summary)
         return summary
