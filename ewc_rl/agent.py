@@ -138,9 +138,8 @@ class ContinualDQN(DQN):
 
     def select_game(self, game: str) -> None:
         """Use ``game``'s biases and gains in the online and target networks (no-op without per-game layers)."""
-        if game in self.games:
-            networks.set_game(self.q_net, self.games.index(game))
-            networks.set_game(self.q_net_target, self.games.index(game))
+        if game in self.games and isinstance(self.policy, networks.PerGameCnnPolicy):
+            self.policy.set_game(self.games.index(game))  # the online and the target network
 
     def steps_on(self, game: str) -> int:
         """Agent steps trained on ``game`` so far, the current segment included."""

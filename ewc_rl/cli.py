@@ -121,6 +121,15 @@ def _check_device(device: str) -> None:
         raise UsageError("--device cuda: no CUDA device is available (use --device auto or cpu)")
 
 
+def _agents_by_suite() -> str:
+    """The shipped agent files, Atari and MinAtar apart (a MinAtar agent file's name starts with minatar)."""
+    from ewc_rl.config import available_agents
+
+    names = available_agents()
+    atari = [n for n in names if not n.startswith("minatar")]
+    return f"Atari: {', '.join(atari)}; MinAtar: {', '.join(n for n in names if n not in atari)}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="ewc-rl",
@@ -135,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example: ewc-rl train --agent ewc --games Pong,Breakout --steps-per-game 1000000 --seed 0",
     )
     train.add_argument("--agent", default="ewc", metavar="NAME|PATH",
-                       help="an agent of agents/ (dqn, ewc, online-ewc, l2) or a TOML file (default: ewc)")
+                       help=f"an agent of agents/ ({_agents_by_suite()}) or a TOML file (default: ewc)")
     _add_run_options(train)
     train.add_argument("--seed", type=_nonnegative_int, default=0)
     train.add_argument("--schedule-seed", type=_nonnegative_int, default=None, metavar="S",
@@ -148,6 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="torch threads, 0 = torch's default (default: 0)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_checkpoint_options(train)
+    train.add_argument("--log-formats", default="", metavar="csv,json",
+                       help="stable-baselines3's csv and/or json scalar logs (progress.csv, progress.json) beside "
+                            "TensorBoard's; a --resume starts them anew")
+    train.add_argument("--track", choices=("wandb", "mlflow"), default=None,
+                       help="also log to Weights & Biases (offline unless WANDB_MODE=online) or MLflow "
+                            "(<logdir>/mlruns unless MLFLOW_TRACKING_URI is set); pip install \"ewc_rl[track]\"")
     train.add_argument("--resume", action="store_true",
                        help="continue the run in --logdir from its latest checkpoint (same settings required)")
 
@@ -190,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     rand = sub.add_parser(
         "random-scores", help="measure a uniformly random policy's score per game (normalisation baselines)",
         description="Play each game with uniformly random actions (the evaluator with epsilon = 1) and print "
-                    "the mean return with its 95%% interval over all episodes.",
+                    "the mean return with its 95% interval over all episodes.",
     )
     rand.add_argument("--games", required=True, metavar="G1,G2,...")
     rand.add_argument("--agent", default=None, metavar="NAME|PATH",
@@ -264,6 +279,26 @@ def build_parser() -> argparse.ArgumentParser:
     toy.add_argument("--logdir", type=Path, default=None, help="new or empty directory (default: runs/toy-<time>)")
     toy.add_argument("--threads", type=_positive_int, default=1, metavar="N", help="torch threads (default: 1)")
 
+    ev = sub.add_parser(
+        "evaluate", help="play a run's latest learner on games: returns with 95%% intervals, and videos",
+        description="Rebuild the learner of RUN's latest checkpoint (a finished or a running run) and play EPISODES "
+                    "episodes of each game epsilon-greedily, as the run's evaluator does; print the mean return "
+                    "with its 95% interval. --video also records one episode per game (what the agent sees: "
+                    "MinAtar's planes in colour, Atari's 84x84 frames) into RUN/videos/<game>.gif or .mp4.",
+        epilog="example: ewc-rl evaluate runs/demo/minatar-ewc/seed-0 --episodes 30 --video",
+    )
+    ev.add_argument("run", type=Path, metavar="RUN", help="a run directory")
+    ev.add_argument("--games", default=None, metavar="G1,G2,...",
+                    help="games to play, of the run's suite (default: the run's games)")
+    ev.add_argument("--episodes", type=_positive_int, default=10, metavar="K", help="episodes per game (default: 10)")
+    ev.add_argument("--epsilon", type=_nonnegative_float, default=None, metavar="E",
+                    help="exploration rate (default: the run's eval.epsilon; 0 = greedy)")
+    ev.add_argument("--seed", type=_nonnegative_int, default=0)
+    ev.add_argument("--video", action="store_true", help="record one episode per game")
+    ev.add_argument("--video-dir", type=Path, default=None, metavar="DIR", help="where (default: RUN/videos)")
+    ev.add_argument("--video-format", choices=("gif", "mp4"), default="gif",
+                    help="gif (Pillow) or mp4 (needs pip install \"ewc_rl[video]\") (default: gif)")
+
     report = sub.add_parser(
         "report", help="(re)write comparison.md/.json/.png from a comparison's summary.json files",
         description="Aggregate the finished runs under LOGDIR (<agent>/seed-<s>/summary.json) into "
@@ -313,11 +348,20 @@ def _train(args: argparse.Namespace, argv: list[str]) -> int:
     if args.threads:
         th.set_num_threads(args.threads)
 
+    formats = [f.strip() for f in args.log_formats.split(",") if f.strip()]
+    if any(f not in ("tensorboard", "csv", "json") for f in formats):
+        raise UsageError(f"--log-formats takes csv and json (TensorBoard is always written); got {args.log_formats!r}")
+    if args.track:
+        import importlib.util
+
+        if importlib.util.find_spec(args.track) is None:
+            raise UsageError(f'--track {args.track} needs the {args.track} package: pip install "ewc_rl[track]"')
     command = ["ewc-rl", *argv]
     spec = RunSpec(games=games, orders=orders, steps_per_game=args.steps_per_game, logdir=logdir, cycles=args.cycles,
                    seed=args.seed, device=args.device, progress=not args.no_progress,
                    eval_all_games=args.eval_all_games or cfg.eval.all_games,
-                   checkpoint_every=args.checkpoint_every, checkpoint_replay=args.checkpoint_replay, command=command)
+                   checkpoint_every=args.checkpoint_every, checkpoint_replay=args.checkpoint_replay, command=command,
+                   log_formats=formats, track=args.track)
     try:
         summary = Trainer(cfg, spec).run(resume=args.resume)
     except Interrupted as exc:
@@ -444,6 +488,28 @@ def _inspect_fisher(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    from ewc_rl.envs import parse_games
+    from ewc_rl.report import mean_ci
+    from ewc_rl.watch import evaluate_run
+
+    if args.epsilon is not None and args.epsilon > 1:
+        raise UsageError(f"--epsilon must be between 0 and 1; got {args.epsilon}")
+    games = parse_games(args.games) if args.games else None
+    video_dir = (args.video_dir or args.run / "videos") if args.video else None
+    result = evaluate_run(args.run, games, episodes=args.episodes, epsilon=args.epsilon, seed=args.seed,
+                          video_dir=video_dir, video_format=args.video_format)
+    print(f"{args.run}: learner at step {result['step']}, epsilon {result['epsilon']:g}, {args.episodes} episodes")
+    print(f"{'game':<24}{'mean':>10}{'95% CI':>10}{'min':>8}{'max':>8}")
+    for game, r in result["games"].items():
+        stat = mean_ci(r["returns"])
+        ci = "-" if stat["ci95"] is None else f"{stat['ci95']:.2f}"
+        print(f"{game:<24}{stat['mean']:>10.2f}{ci:>10}{min(r['returns']):>8g}{max(r['returns']):>8g}")
+        if "video" in r:
+            print(f"  video: {r['video']} ({r['frames']} frames, return {r['video_return']:g})")
+    return 0
+
+
 def _report(args: argparse.Namespace) -> int:
     from ewc_rl.report import write_report
 
@@ -491,6 +557,8 @@ def main(argv: list[str] | None = None) -> int:
             return _inspect_fisher(args)
         if args.command == "toy":
             return _toy(args)
+        if args.command == "evaluate":
+            return _evaluate(args)
     except UsageError as exc:
         print(f"ewc-rl: error: {exc}", file=sys.stderr)
         return 2

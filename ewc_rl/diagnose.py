@@ -11,6 +11,7 @@ the softmax, not what decides the greedy action.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,15 @@ def _config(identity: dict[str, Any]) -> Config:
         if section != "run":
             raw.setdefault(section, {})[name] = value
     return from_dict(raw, name="checkpoint", source="checkpoint")
+
+
+def run_config(run_dir: Path) -> tuple[Config, list[str]]:
+    """The agent settings and the games (first-visit order) of the run in ``run_dir``, from its latest checkpoint."""
+    path = checkpoints.latest_path(run_dir)
+    if path is None:
+        raise UsageError(f"{run_dir} holds no checkpoint (is it a run directory of ewc-rl train?)")
+    identity = json.loads((path / "meta.json").read_text())["identity"]
+    return _config(identity), list(dict.fromkeys(identity["run.games"]))
 
 
 def load_agent(run_dir: Path) -> tuple[ContinualDQN, list[str]]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import difflib
 import functools
 import os
+import re
 import time
 from typing import Any
 
@@ -60,8 +61,24 @@ def _canonical_minatar(name: str) -> str:
     raise UnknownGameError(f"unknown game '{name}'{hint} (MinAtar games: {', '.join(MINATAR_GAMES)})")
 
 
+# gymnasium's ids of the same games: ALE/Pong-v5, Pong-v4, PongNoFrameskip-v4, PongDeterministic-v4, and
+# MinAtar/Breakout-v1. They name a game only: the suite's preprocessing applies (full action set, frame skip
+# and stack, sticky actions of the agent file), not the one those ids select in gymnasium.
+_GYM_ID = re.compile(r"^(?:ALE/)?(?P<game>[A-Za-z0-9_]+?)(?:NoFrameskip|Deterministic)?(?:-v\d+)?$")
+_MINATAR_GYM_ID = re.compile(r"^(?P<game>MinAtar/[A-Za-z_]+)-v\d+$", re.IGNORECASE)
+
+
+def _strip_gym_id(name: str) -> str:
+    """``ALE/Pong-v5`` or ``PongNoFrameskip-v4`` -> ``Pong``; ``MinAtar/Breakout-v1`` -> ``MinAtar/Breakout``."""
+    name = name.strip()
+    match = _MINATAR_GYM_ID.match(name) or _GYM_ID.match(name)
+    return match["game"] if match else name
+
+
 def canonical_game(name: str) -> str:
-    """Validate a game name and return its canonical spelling (case and underscores are forgiven)."""
+    """Validate a game name and return its canonical spelling (case and underscores are forgiven; gymnasium's
+    ids such as ``ALE/Pong-v5`` and ``PongNoFrameskip-v4`` name the same game)."""
+    name = _strip_gym_id(name)
     if name.lower().startswith(MINATAR_PREFIX.lower()):
         return _canonical_minatar(MINATAR_PREFIX + name[len(MINATAR_PREFIX):])
     games = atari_games()

@@ -70,6 +70,11 @@ def isolated_forgetting(matrix: Matrix, segment_games: list[str], columns: list[
     return out
 
 
+def drop_from_best(history: list[float]) -> float:
+    """How far the latest of a game's evaluations is below its best so far (>= 0): forgetting as it happens."""
+    return max(history) - history[-1]
+
+
 def clipped_normalized_sum(normalized_row: list[float | None]) -> float | None:
     """The EWC paper's Atari metric: sum over games of the human-normalised score, each clipped to 1."""
     known = [min(v, 1.0) for v in normalized_row if v is not None]

@@ -154,12 +154,26 @@ class MinAtarCNN(BaseFeaturesExtractor):
 
 
 class PerGameCnnPolicy(CnnPolicy):
-    """SB3's DQN ``CnnPolicy`` whose Q head has per-game biases and gains (``n_games``) or is one head per game
-    (``heads``)."""
+    """SB3's DQN ``CnnPolicy`` whose Q head has per-game biases and gains (``n_games``, like the body) or is one
+    head per game (``heads``).
 
-    def __init__(self, *args: Any, n_games: int = 0, heads: int = 0, **kwargs: Any) -> None:
+    ``game`` is the game index selected at construction: it is a constructor parameter (not only
+    :func:`set_game` state) so that a model saved in SB3's format loads with that game's layers selected.
+    """
+
+    def __init__(self, *args: Any, n_games: int = 0, heads: int = 0, game: int = 0, **kwargs: Any) -> None:
         self.n_games, self.heads = n_games, heads
+        self.game = game
         super().__init__(*args, **kwargs)
+        self.set_game(game)
+
+    def set_game(self, game: int) -> None:
+        """Play game ``game`` (an index of the run's games, in first-visit order) from now on."""
+        count = max(self.n_games, self.heads)
+        if not 0 <= game < count:
+            raise ValueError(f"game index {game} out of range: this policy has {count} games")
+        self.game = game
+        set_game(self, game)
 
     def make_q_net(self) -> QNetwork:
         q_net = super().make_q_net()
@@ -171,7 +185,8 @@ class PerGameCnnPolicy(CnnPolicy):
         return q_net
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
-        return {**super()._get_constructor_parameters(), "n_games": self.n_games, "heads": self.heads}
+        return {**super()._get_constructor_parameters(), "n_games": self.n_games, "heads": self.heads,
+                "game": self.game}
 
 
 def resolve(network: str, suite: str) -> str:

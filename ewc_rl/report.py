@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -156,7 +157,8 @@ def plot(runs: dict[str, dict[int, dict[str, Any]]], path: Path) -> None:
 
     first = next(iter(next(iter(runs.values())).values()))
     columns, games, steps = first["columns"], first["games"], first["steps_per_game"]
-    fig, axes = plt.subplots(1, len(columns), figsize=(4.2 * len(columns), 3.4), squeeze=False, sharex=True)
+    width = max(4.2 * len(columns), 6.0)
+    fig, axes = plt.subplots(1, len(columns), figsize=(width, 3.8), squeeze=False, sharex=True, layout="constrained")
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for j, game in enumerate(columns):
         ax = axes[0][j]
@@ -190,9 +192,11 @@ def plot(runs: dict[str, dict[int, dict[str, Any]]], path: Path) -> None:
         ax.set_ylabel("normalised score" if normalised else "return (raw)")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8, loc="best")
-    fig.suptitle("Evaluation score per game (line: mean over seeds; band: min-max over seeds; "
-                 "shaded: the game's own training; labels: the game trained in each segment)", fontsize=9)
-    fig.tight_layout()
+    # Wrapped to the figure's width (9-point text: about 14 characters per inch, 12 with a margin): one line ran off
+    # two panels.
+    fig.suptitle(textwrap.fill("Evaluation score per game (line: mean over seeds; band: min-max over seeds; "
+                               "shaded: the game's own training; labels: the game trained in each segment)",
+                               int(12 * width)), fontsize=9)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 

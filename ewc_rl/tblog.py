@@ -6,7 +6,10 @@ land in one event stream whose x axis is the global agent step of the whole sequ
     train/td_loss  train/penalty  train/epsilon  train/episode_return  train/fps  train/game
     train/skipped_updates (only when non-finite updates are skipped)
     eval/<Game>/return  eval/<Game>/normalized  eval/mean_return  eval/mean_normalized
+    eval/<Game>/forgetting  eval/mean_forgetting
     eval/clipped_normalized_sum  eval/cost_share  eval/score_matrix (image)  schedule/switch (text)
+    metrics/average_performance  metrics/mean_forgetting  metrics/clipped_normalized_sum (each game's end;
+    the first two are the HParams tab's metrics, so that sweeps sort by them there)
     fisher/<parameter> (histogram, at each consolidation)
 """
 
@@ -22,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch as th
-from stable_baselines3.common.logger import HParam, Logger, TensorBoardOutputFormat
+from stable_baselines3.common.logger import HParam, Logger, TensorBoardOutputFormat, make_output_format
 from torch.utils.tensorboard import SummaryWriter
 
 PACKAGES = ("ewc_rl", "torch", "stable-baselines3", "gymnasium", "ale-py", "numpy", "tensorboard")
@@ -49,9 +52,12 @@ class _TensorBoard(TensorBoardOutputFormat):
         self._is_closed = False
 
 
-def create_logger(logdir: Path) -> Logger:
-    """An SB3 logger writing TensorBoard events straight into ``logdir`` (no ``run_N`` sub-folder)."""
-    return Logger(str(logdir), [_TensorBoard(str(logdir))])
+def create_logger(logdir: Path, formats: tuple[str, ...] | list[str] = ()) -> Logger:
+    """An SB3 logger writing TensorBoard events straight into ``logdir`` (no ``run_N`` sub-folder), and SB3's
+    other ``formats`` (csv: progress.csv, json: progress.json) beside them."""
+    os.makedirs(logdir, exist_ok=True)
+    others = [make_output_format(f, str(logdir)) for f in formats if f != "tensorboard"]
+    return Logger(str(logdir), [_TensorBoard(str(logdir)), *others])
 
 
 def flush(logger: Logger) -> None:
@@ -59,18 +65,32 @@ def flush(logger: Logger) -> None:
     writer = _writer(logger)
     (writer.flush_now if isinstance(writer, _DeferredFlushWriter) else writer.flush)()
 
+# The HParams tab's metric columns: scalar tags whose last value it shows per run (and sorts by).
+HPARAM_METRICS = ("metrics/average_performance", "metrics/mean_forgetting", "eval/mean_return",
+                  "eval/mean_forgetting")
+RUN_METRICS = ("average_performance", "mean_forgetting", "clipped_normalized_sum")
+
 
 def log_hparams(logger: Logger, hparams: dict[str, Any]) -> None:
-    """The run's settings in TensorBoard's HParams tab, tied to the final mean evaluation return."""
+    """The run's settings in TensorBoard's HParams tab, with :data:`HPARAM_METRICS` as its metrics."""
     clean = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in hparams.items()}
-    logger.record("hparams", HParam(clean, {"eval/mean_return": 0.0}), exclude=("stdout", "log", "json", "csv"))
+    logger.record("hparams", HParam(clean, dict.fromkeys(HPARAM_METRICS, 0.0)),
+                  exclude=("stdout", "log", "json", "csv"))
     logger.dump(0)
+
+
+def log_run_metrics(logger: Logger, metrics: dict[str, Any], step: int) -> None:
+    """The run's metrics so far (those of summary.json and comparison.md) as metrics/* scalars."""
+    for key in RUN_METRICS:
+        if metrics.get(key) is not None:
+            logger.record(f"metrics/{key}", float(metrics[key]))
+    logger.dump(step)
 
 
 def log_fisher(logger: Logger, fisher: dict[str, th.Tensor], step: int) -> None:
     """One histogram per parameter tensor of the Fisher just estimated."""
-    for name, values in fisher.items():
-        logger.record(f"fisher/{name}", values.detach().float().cpu())
+    for name, values in fisher.items():  # histograms: TensorBoard only
+        logger.record(f"fisher/{name}", values.detach().float().cpu(), exclude=("stdout", "log", "json", "csv"))
     logger.dump(step)
 
 
@@ -85,13 +105,22 @@ def package_versions() -> dict[str, str]:
     return found
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # Python can only read the umask by setting it
+    os.umask(mask)
+    return mask
+
+
 def write_json(path: Path, data: Any, durable: bool = True) -> None:
     """Write ``data`` as JSON atomically: readers see the old file or the new one, never half of one.
 
-    ``durable=False`` skips the fsync, for files rewritten every few seconds whose loss in a crash costs nothing.
+    The file gets the mode a plain ``open`` would give (0644 under the usual umask), not ``mkstemp``'s 0600:
+    colleagues on a shared file system read summaries and reports. ``durable=False`` skips the fsync, for
+    files rewritten every few seconds whose loss in a crash costs nothing.
     """
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "w") as f:
             json.dump(data, f, indent=2, allow_nan=False)
             f.write("\n")
@@ -159,6 +188,8 @@ def log_layout(logger: Logger, games: list[str]) -> None:
             "normalized score per game": ["Multiline", [f"eval/{g}/normalized" for g in games]],
             "return per game": ["Multiline", [f"eval/{g}/return" for g in games]],
             "summary": ["Multiline", ["eval/mean_normalized", "eval/clipped_normalized_sum"]],
+            "forgetting per game (best so far minus now)": ["Multiline", [f"eval/{g}/forgetting" for g in games]],
+            "run metrics": ["Multiline", [f"metrics/{k}" for k in RUN_METRICS] + ["eval/mean_forgetting"]],
         },
         "each game": {f"{g} (return)": ["Multiline", [f"eval/{g}/return"]] for g in games},
         "training": {
@@ -174,8 +205,13 @@ def log_game_switch(logger: Logger, step: int, index: int, game: str, total: int
     logger.dump(step)
 
 
-def score_heatmap(matrix: list[list[float | None]], rows: list[str], columns: list[str], title: str) -> Any:
-    """A matplotlib figure of the score matrix: rows = after segment k, columns = games."""
+def score_heatmap(matrix: list[list[float | None]], rows: list[str], columns: list[str], title: str,
+                  limits: tuple[float, float] | None = None) -> Any:
+    """A matplotlib figure of the score matrix: rows = after segment k, columns = games.
+
+    Colours span ``limits`` (values beyond them take the end colours), the same in every image of a run, with a
+    colour bar; without ``limits``, the range of the values shown.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -186,7 +222,14 @@ def score_heatmap(matrix: list[list[float | None]], rows: list[str], columns: li
     longest = max(len(r) for r in rows)
     fig, ax = plt.subplots(figsize=(1.5 + 0.08 * longest + 1.3 * len(columns), 1.8 + 0.5 * len(rows)),
                            layout="constrained")
-    ax.imshow(np.ma.masked_invalid(data), cmap="viridis", aspect="auto")
+    known = data[~np.isnan(data)]
+    low, high = limits or ((float(known.min()), float(known.max())) if known.size else (0.0, 1.0))
+    image = ax.imshow(np.ma.masked_invalid(data), cmap="viridis", aspect="auto", vmin=low,
+                      vmax=high if high > low else low + 1.0)
+    below, above = bool((known < low).any()), bool((known > high).any())
+    fig.colorbar(image, ax=ax, fraction=0.08, pad=0.02,
+                 extend={(False, False): "neither", (True, False): "min", (False, True): "max"}.get((below, above),
+                                                                                                   "both"))
     ax.set_xticks(range(len(columns)), columns, rotation=30, ha="right")
     ax.set_yticks(range(len(rows)), rows)
     ax.set_xlabel("evaluated game")
@@ -202,9 +245,9 @@ def score_heatmap(matrix: list[list[float | None]], rows: list[str], columns: li
 
 
 def log_score_heatmap(logger: Logger, matrix: list[list[float | None]], rows: list[str], columns: list[str],
-                      step: int, title: str) -> None:
+                      step: int, title: str, limits: tuple[float, float] | None = None) -> None:
     from stable_baselines3.common.logger import Figure
 
-    logger.record("eval/score_matrix", Figure(score_heatmap(matrix, rows, columns, title), close=True),
+    logger.record("eval/score_matrix", Figure(score_heatmap(matrix, rows, columns, title, limits), close=True),
                   exclude=("stdout", "log", "json", "csv"))
     logger.dump(step)

@@ -25,7 +25,7 @@ import torch as th
 from stable_baselines3.common.logger import Logger
 from tqdm import tqdm
 
-from ewc_rl import checkpoints, tblog
+from ewc_rl import checkpoints, export, tblog
 from ewc_rl.agent import ContinualDQN, NonFiniteLossError, make_agent
 from ewc_rl.callbacks import segment_callbacks
 from ewc_rl.config import Config
@@ -33,7 +33,7 @@ from ewc_rl.envs import make_env
 from ewc_rl.errors import RunError, UsageError
 from ewc_rl.evaluation import evaluate
 from ewc_rl.methods import SegmentEnd
-from ewc_rl.metrics import clipped_normalized_sum, metric_matrix, normalized_matrix, summarize
+from ewc_rl.metrics import clipped_normalized_sum, drop_from_best, metric_matrix, normalized_matrix, summarize
 from ewc_rl.probe import Probe
 from ewc_rl.progress import ProgressFile
 from ewc_rl.schedule import Segment, make_schedule, unique_games
@@ -59,6 +59,8 @@ class RunSpec:
     checkpoint_every: int = 100_000
     checkpoint_replay: bool = False
     command: list[str] = field(default_factory=list)
+    log_formats: list[str] = field(default_factory=list)  # SB3 outputs beside TensorBoard: csv, json
+    track: str | None = None  # wandb or mlflow (ewc_rl.tracking)
 
 
 @dataclass
@@ -120,6 +122,7 @@ class Trainer:
         self.progress: ProgressFile | None = None  # <run>/progress.json, read by `ewc-rl compare`
         self.stop = _StopFlag()
         self.device: str | None = None  # resolved from spec.device once the agent exists
+        self.agent: ContinualDQN | None = None  # the learner, once built (the Python API hands it out)
         self.t_start = time.perf_counter()
         self.probe = Probe(cfg.eval.probe_states, spec.seed) if cfg.eval.plasticity else None
 
@@ -173,6 +176,7 @@ class Trainer:
             self.state.eval_history.append({"step": agent.num_timesteps, "segment": segment.index, "game": game,
                                       "returns": returns, "mean": means[game], "normalized": norms[game]})
         agent.select_game(agent.game)
+        self._log_forgetting(logger, seen, segment.game)
         logger.record("eval/mean_return", float(np.mean([means[g] for g in seen])))
         seen_norm = [n for g in seen if (n := norms[g]) is not None]
         if seen_norm:
@@ -203,6 +207,19 @@ class Trainer:
         if dump:
             logger.dump(agent.num_timesteps)
 
+    def _log_forgetting(self, logger: Logger, seen: list[str], training: str) -> None:
+        """eval/<Game>/forgetting (best evaluation so far minus the latest, normalised where a reference exists)
+        for every game trained so far, and their mean over the games not in training now."""
+        drops = {}
+        for game in seen:
+            history = [e["mean"] if e["normalized"] is None else e["normalized"]
+                       for e in self.state.eval_history if e["game"] == game]
+            drops[game] = drop_from_best(history)
+            logger.record(f"eval/{game}/forgetting", drops[game])
+        earlier = [drops[g] for g in seen if g != training]
+        if earlier:
+            logger.record("eval/mean_forgetting", float(np.mean(earlier)))
+
     def _end_methods(self, agent: ContinualDQN, segment: Segment) -> None:
         """Every method's segment end (the anchor estimates its Fisher and consolidates here)."""
         t0 = time.perf_counter()
@@ -221,7 +238,9 @@ class Trainer:
         rows = [f"{k + 1}: {s.game}" for k, s in enumerate(self.schedule[: len(scores)])]
         unit = {frozenset({"normalized"}): "normalised", frozenset({"raw"}): "raw"}.get(
             frozenset(units), "normalised where known, else raw")
-        tblog.log_score_heatmap(logger, scores, rows, self.columns, step, f"score matrix ({unit})")
+        # Normalised scores on a fixed 0 (random policy) .. 1 (reference) scale; raw returns have no common scale.
+        limits = (0.0, 1.0) if set(units) == {"normalized"} else None
+        tblog.log_score_heatmap(logger, scores, rows, self.columns, step, f"score matrix ({unit})", limits)
 
     def _log_switch(self, logger: Logger, step: int, seg: Segment) -> None:
         tblog.log_game_switch(logger, step, seg.index, seg.game, len(self.schedule))
@@ -310,17 +329,23 @@ class Trainer:
             if (first, done) != (0, 0):
                 agent.env.close()  # type: ignore[union-attr]  # each later segment makes its own
             tblog.purge_events_after(spec.logdir, int(ckpt.meta["step"]))
-            logger = tblog.create_logger(spec.logdir)
+            logger = tblog.create_logger(spec.logdir, spec.log_formats)
         else:
             agent = self._build_agent()
             spec.logdir.mkdir(parents=True, exist_ok=True)
-            logger = tblog.create_logger(spec.logdir)
+            logger = tblog.create_logger(spec.logdir, spec.log_formats)
+        hparams = {**self.cfg.flat(), "run.games": ",".join(spec.games), "run.steps_per_game": spec.steps_per_game,
+                   "run.cycles": spec.cycles, "run.seed": spec.seed, "run.agent": self.cfg.name}
+        if spec.track:
+            from ewc_rl.tracking import tracker
+
+            logger.output_formats.append(tracker(spec.track, spec.logdir, hparams, resume))
+        if not resume:
             self._log_switch(logger, 0, self.schedule[0])
             tblog.log_layout(logger, self.columns)
-            tblog.log_hparams(logger, {**self.cfg.flat(), "run.games": ",".join(spec.games),
-                                       "run.steps_per_game": spec.steps_per_game, "run.cycles": spec.cycles,
-                                       "run.seed": spec.seed, "run.agent": self.cfg.name})
+            tblog.log_hparams(logger, hparams)
         agent.set_logger(logger)
+        self.agent = agent
         self.device = str(agent.device)
         self.t_start = time.perf_counter()
         total = sum(s.steps for s in self.schedule)
@@ -341,6 +366,7 @@ class Trainer:
             self.pbar.close()
             self.progress.update(agent.num_timesteps, force=True)
             logger.close()
+        export.save(agent, self.schedule[-1].game, export.final_path(spec.logdir), self.cfg.eval.epsilon)
         summary = self.summary(complete=True)
         tblog.write_json(spec.logdir / "summary.json", summary)
         return summary
@@ -367,9 +393,13 @@ class Trainer:
         self._end_methods(agent, seg)
         agent.end_segment(seg.game, keep_replay=self.cfg.agent.keep_replay)
         env.close()
-        tblog.write_json(spec.logdir / "summary.json", self.summary(complete=False))
+        summary = self.summary(complete=False)
+        tblog.write_json(spec.logdir / "summary.json", summary)
+        tblog.log_run_metrics(logger, summary["metrics"], agent.num_timesteps)
         if seg.index + 1 < len(self.schedule):  # logged before the checkpoint, so a resume never repeats it
             self._log_switch(logger, agent.num_timesteps, self.schedule[seg.index + 1])
+        # Before the checkpoint: a resume starts after this segment and would never write the model.
+        export.save(agent, seg.game, export.after_game_path(spec.logdir, seg.game), self.cfg.eval.epsilon)
         self.checkpoint(agent, seg.index + 1, 0)
         if self.stop.signum is not None and seg.index < len(self.schedule) - 1:
             raise Interrupted(self.stop.signum, agent.num_timesteps)

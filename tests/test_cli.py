@@ -162,3 +162,14 @@ def test_paper_agent_runs_two_games_at_tiny_sizes(tmp_path):
     scalars, histograms = _scalars(logdir)
     assert any(v > 0 for s, v in scalars["train/penalty"] if s > 300)
     assert histograms and not any("game_" in h for h in histograms)  # no Fisher for per-game b and g
+
+
+def test_help_texts(capsys):
+    with pytest.raises(SystemExit):
+        main(["random-scores", "--help"])
+    out = capsys.readouterr().out
+    assert "95% interval" in out and "%%" not in out
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "MinAtar: minatar-dqn, minatar-ewc" in out and "Atari: dqn, ewc" in out

@@ -158,3 +158,41 @@ def test_grid_syntax_errors():
     for bad in (["lambda=1"], ["penalty.lambda"], ["penalty.lambda="], ["penalty.tau=1", "penalty.tau=2"]):
         with pytest.raises(UsageError):
             parse_grid(bad)
+
+
+def test_comparison_files_are_readable_as_the_umask_allows(comparison):
+    import os
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    for path in (comparison / "comparison.json", comparison / "compare.json", comparison / "ewc" / "seed-0" /
+                 "summary.json", comparison / "comparison.md", comparison / "comparison.png"):
+        assert path.stat().st_mode & 0o777 == 0o666 & ~mask, path  # the json files were 0600 (mkstemp)
+
+
+def test_compared_runs_chart_forgetting_and_hparams_metrics(comparison):
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    ea = EventAccumulator(str(comparison / "ewc" / "seed-1"))
+    ea.Reload()
+    tags = set(ea.Tags()["scalars"])
+    assert {"eval/Pong/forgetting", "eval/Breakout/forgetting", "eval/mean_forgetting",
+            "metrics/average_performance", "metrics/mean_forgetting"} <= tags
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(
+        ea.PluginTagToContent("hparams")["_hparams_/experiment"]).experiment
+    assert {"metrics/average_performance", "metrics/mean_forgetting"} <= {m.name.tag for m in experiment.metric_infos}
+
+
+def test_comparison_plot_title_fits_with_two_games(comparison, tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    from ewc_rl.report import load_runs, plot
+
+    figures = []
+    save = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda self, *a, **k: (figures.append(self), save(self, *a, **k))[1])
+    plot(load_runs(comparison), tmp_path / "c.png")
+    fig = figures[0]
+    fig.canvas.draw()
+    title = fig._suptitle.get_window_extent()
+    assert title.x0 >= 0 and title.x1 <= fig.bbox.x1 and title.y1 <= fig.bbox.y1  # was cut at both sides

@@ -111,3 +111,17 @@ def test_minatar_training_rewards_clipped_evaluation_raw():
     steps = _random_play(env, 600)
     ends = [i for i, (_, _, d, _) in enumerate(steps) if d[0]]
     assert ends and steps[ends[0]][3][0]["episode"]["r"] == sum(float(r[0]) for _, r, _, _ in steps[: ends[0] + 1])
+
+
+@pytest.mark.parametrize("name, game", [("ALE/Pong-v5", "Pong"), ("PongNoFrameskip-v4", "Pong"), ("Pong-v4", "Pong"),
+                                        ("BreakoutDeterministic-v4", "Breakout"),
+                                        ("ALE/SpaceInvaders-v5", "SpaceInvaders"), ("ALE/Pong", "Pong"),
+                                        ("MinAtar/Breakout-v1", "MinAtar/Breakout"),
+                                        ("minatar/space_invaders-v0", "MinAtar/SpaceInvaders")])
+def test_gymnasium_ids_are_aliases(name, game):
+    assert canonical_game(name) == game
+
+
+def test_gymnasium_ids_of_unknown_games_are_refused():
+    with pytest.raises(UnknownGameError, match="closest: Pong"):
+        canonical_game("ALE/Pongg-v5")

@@ -27,3 +27,81 @@ def test_write_json_refuses_nan_and_keeps_the_old_file(tmp_path):
 def test_versions_name_the_stack():
     v = package_versions()
     assert {"torch", "stable-baselines3", "ale-py", "gymnasium", "python"} <= set(v)
+
+
+def test_json_files_are_readable_by_others_as_the_umask_allows(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        write_json(tmp_path / "a.json", {})
+        os.umask(0o077)
+        write_json(tmp_path / "b.json", {})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644  # mkstemp alone gives 0600
+    assert (tmp_path / "b.json").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.fixture(scope="module")
+def minatar_run(tmp_path_factory):
+    from ewc_rl.cli import main
+
+    logdir = tmp_path_factory.mktemp("tb") / "run"
+    assert main(["train", "--agent", "minatar-dqn", "--games", "MinAtar/Breakout,MinAtar/Freeway",
+                 "--steps-per-game", "400", "--eval-every", "200", "--eval-episodes", "2", "--no-progress",
+                 "--set", "dqn.learning_starts=100", "--set", "eval.max_episode_steps=100",
+                 "--logdir", str(logdir)]) == 0
+    return logdir
+
+
+def _events(logdir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ea = EventAccumulator(str(logdir), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
+    ea.Reload()
+    return ea
+
+
+def test_forgetting_is_a_scalar_per_game_and_their_mean(minatar_run):
+    ea = _events(minatar_run)
+    summary = json.loads((minatar_run / "summary.json").read_text())
+    history = summary["eval_history"]
+    for game in ("MinAtar/Breakout", "MinAtar/Freeway"):
+        logged = {e.step: e.value for e in ea.Scalars(f"eval/{game}/forgetting")}
+        # independent: best normalised score among this game's evaluations up to each step, minus that step's
+        scores = [(e["step"], e["normalized"]) for e in history if e["game"] == game]
+        expected = {s: max(v for t, v in scores if t <= s) - v for s, v in scores}
+        assert logged.keys() == expected.keys()
+        for step, value in expected.items():
+            assert logged[step] == pytest.approx(value, abs=1e-5)
+    mean = {e.step: e.value for e in ea.Scalars("eval/mean_forgetting")}
+    breakout = {e.step: e.value for e in ea.Scalars("eval/MinAtar/Breakout/forgetting")}
+    assert mean and all(s > 400 for s in mean)  # only once a game other than the one in training exists
+    assert all(mean[s] == pytest.approx(breakout[s]) for s in mean)
+
+
+def test_hparams_metrics_are_average_performance_and_forgetting(minatar_run):
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    ea = _events(minatar_run)
+    content = ea.PluginTagToContent("hparams")["_hparams_/experiment"]
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content).experiment
+    metrics = {m.name.tag for m in experiment.metric_infos}
+    assert {"metrics/average_performance", "metrics/mean_forgetting"} <= metrics
+    summary = json.loads((minatar_run / "summary.json").read_text())
+    for key in ("average_performance", "mean_forgetting"):  # the last value is what the HPARAMS tab shows
+        assert ea.Scalars(f"metrics/{key}")[-1].value == pytest.approx(summary["metrics"][key], abs=1e-5)
+
+
+def test_score_heatmap_has_a_fixed_range_and_a_colour_bar():
+    from ewc_rl.tblog import score_heatmap
+
+    low = score_heatmap([[0.2, None]], ["1: A"], ["A", "B"], "t", limits=(0.0, 1.0))
+    high = score_heatmap([[0.9, None], [0.5, 0.7]], ["1: A", "2: B"], ["A", "B"], "t", limits=(0.0, 1.0))
+    for fig in (low, high):
+        image = fig.axes[0].images[0]
+        assert image.get_clim() == (0.0, 1.0)
+        assert len(fig.axes) == 2  # the heatmap and its colour bar
+    out = score_heatmap([[1.7, -0.3]], ["1: A"], ["A", "B"], "t", limits=(0.0, 1.0))
+    assert out.axes[0].images[0].colorbar.extend == "both"
