@@ -253,6 +253,7 @@ def _train(args: argparse.Namespace, argv: list[str]) -> int:
     from ewc_rl import networks
     from ewc_rl.config import load_config
     from ewc_rl.envs import suite
+    from ewc_rl.logging import check_writable
     from ewc_rl.plan import describe, warnings
     from ewc_rl.schedule import make_schedule
     from ewc_rl.trainer import Interrupted, RunSpec, Trainer, format_metrics, format_score_matrix
@@ -279,6 +280,7 @@ def _train(args: argparse.Namespace, argv: list[str]) -> int:
     elif logdir.exists() and (not logdir.is_dir() or any(logdir.iterdir())):
         raise UsageError(f"--logdir {logdir} already holds files; use --resume to continue the run there, "
                          "or choose a new directory")
+    check_writable(logdir)
     if args.threads:
         th.set_num_threads(args.threads)
 
@@ -318,6 +320,7 @@ def _compare(args: argparse.Namespace) -> int:
     from ewc_rl.compare import GridSpec, parse_grid, run_grid
     from ewc_rl.config import load_config
     from ewc_rl.envs import suite
+    from ewc_rl.logging import check_writable
     from ewc_rl.report import write_report
 
     grid = parse_grid(args.grid)
@@ -328,6 +331,7 @@ def _compare(args: argparse.Namespace) -> int:
         games, orders, pool = _resolve_games(args, cfg, args.schedule_seed)
         networks.resolve(cfg.agent.network, suite(games[0]))
     _check_device(args.device)
+    check_writable(args.logdir)
     random_draw = orders is not None
     spec = GridSpec(agents=list(args.agents), seeds=list(args.seeds),
                     games=[args.games.strip()] if random_draw else games,
