@@ -452,6 +452,9 @@ def format_metrics(summary: dict[str, Any]) -> str:
     lines.append(f"average performance: {fmt(m['average_performance'], 3)}   "
                  f"mean forgetting: {fmt(m['mean_forgetting'], 3)}   "
                  f"clipped normalised sum: {fmt(m['clipped_normalized_sum'], 3)}")
+    if m.get("excluded_from_means"):
+        left_out = ", ".join(m["excluded_from_means"])
+        lines.append(f"(means over the normalised games; left out, in raw returns: {left_out})")
     return "\n".join(lines)
 
 

@@ -8,7 +8,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from ewc_rl.cli import main
-from ewc_rl.report import mean_ci
+from ewc_rl.report import aggregate, mean_ci, t_quantile_975, to_markdown
 
 STEPS = 300
 ARGS = ["--games", "Pong,Breakout", "--steps-per-game", str(STEPS), "--eval-every", "150", "--eval-episodes", "1",
@@ -78,7 +78,7 @@ def test_other_settings_in_the_same_directory_are_refused(comparison, capsys):
 def test_mean_ci_uses_student_t():
     stat = mean_ci([1.0, 2.0, 3.0, None])
     assert stat["mean"] == 2.0 and stat["n"] == 3
-    assert stat["ci95"] == pytest.approx(4.303 * 1.0 / 3**0.5)
+    assert stat["ci95"] == pytest.approx(4.302653 * 1.0 / 3**0.5)
     assert mean_ci([5.0])["ci95"] is None
     assert mean_ci([None])["mean"] is None
 
@@ -131,3 +131,32 @@ def test_grid_syntax_errors():
     for bad in (["lambda=1"], ["penalty.lambda"], ["penalty.lambda="], ["penalty.tau=1", "penalty.tau=2"]):
         with pytest.raises(UsageError):
             parse_grid(bad)
+
+
+# t_{0.975, df} from published tables (df <= 30) and scipy.stats.t.ppf(0.975, df) (6 decimals).
+T975 = {1: 12.706205, 2: 4.302653, 3: 3.182446, 5: 2.570582, 10: 2.228139, 30: 2.042272, 31: 2.039513,
+        32: 2.036933, 40: 2.021075, 60: 2.000298, 120: 1.979930, 1000: 1.962339}
+
+
+def test_intervals_use_student_t_for_any_number_of_seeds():
+    for df, t in T975.items():
+        assert t_quantile_975(df) == pytest.approx(t, abs=1e-6), df
+    values = [float(v % 7) for v in range(33)]  # 33 seeds: df 32, where 1.96 was used (3.8% too narrow)
+    n, mean = len(values), sum(values) / len(values)
+    sd = (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5
+    assert mean_ci(values)["ci95"] == pytest.approx(2.036933 * sd / n**0.5, rel=1e-6)
+
+
+def test_t_quantile_matches_scipy_where_installed():
+    stats = pytest.importorskip("scipy.stats")
+    for df in range(1, 300):
+        assert t_quantile_975(df) == pytest.approx(stats.t.ppf(0.975, df), rel=1e-10), df
+
+
+def test_report_says_which_games_the_means_leave_out():
+    summary = {"complete": True, "games": ["Pong", "Tetris"], "columns": ["Pong", "Tetris"], "steps_per_game": 10,
+               "eval_history": [], "score_matrix": [[-3.05, None], [-20.7, 40.0]]}
+    comparison = aggregate({"dqn": {0: summary, 1: summary}})
+    agent = comparison["agents"]["dqn"]
+    assert agent["excluded_from_means"] == ["Tetris"] and agent["average_performance"]["mean"] == pytest.approx(0.0)
+    assert "means over the normalised games only: Tetris (no reference score" in to_markdown(comparison)
