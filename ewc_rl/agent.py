@@ -28,7 +28,7 @@ from stable_baselines3.common.type_aliases import ReplayBufferSamples
 from stable_baselines3.common.utils import polyak_update
 from stable_baselines3.common.vec_env import VecEnv
 
-from ewc_rl import envs, networks
+from ewc_rl import envs, networks, optimizers
 from ewc_rl import fisher as fisher_lib
 from ewc_rl.config import Config
 from ewc_rl.errors import UsageError
@@ -292,9 +292,7 @@ def make_agent(cfg: Config, env: VecEnv, games: list[str], *, seed: int, device:
     c = cfg
     network = networks.resolve(c.agent.network, envs.suite(games[0]))
     policy, policy_kwargs = networks.policy(network, len(games) if c.agent.per_game_layers else 0)
-    if c.agent.optimizer == "rmsprop":
-        policy_kwargs |= {"optimizer_class": th.optim.RMSprop, "optimizer_kwargs": {
-            "alpha": c.agent.rmsprop_alpha, "eps": c.agent.rmsprop_eps, "centered": c.agent.rmsprop_centered}}
+    policy_kwargs |= optimizers.policy_kwargs(c.agent)
     dqn = vars(c.dqn) | {"train_freq": max(c.dqn.train_freq // env.num_envs, 1),
                          "gradient_steps": c.dqn.gradient_steps * max(env.num_envs // c.dqn.train_freq, 1)}
     return EWCDQN(

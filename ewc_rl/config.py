@@ -67,7 +67,7 @@ class AgentConfig:
     n_envs: int = _opt(1, min=1)
     epsilon_per: str = _opt("segment", choices=("segment", "game"))
     epsilon_decay_steps: int = _opt(1_000_000, min=1)
-    optimizer: str = _opt("adam", choices=("adam", "rmsprop"))
+    optimizer: str = _opt("adam", choices=("adam", "rmsprop", "rmsprop-dqn"))
     rmsprop_alpha: float = _opt(0.95, above=0, max=1)
     rmsprop_eps: float = _opt(0.01, above=0)
     rmsprop_centered: bool = _opt(True)
