@@ -160,3 +160,35 @@ def test_report_says_which_games_the_means_leave_out():
     agent = comparison["agents"]["dqn"]
     assert agent["excluded_from_means"] == ["Tetris"] and agent["average_performance"]["mean"] == pytest.approx(0.0)
     assert "means over the normalised games only: Tetris (no reference score" in to_markdown(comparison)
+
+
+def test_repeated_seeds_agents_and_grid_values_never_share_a_run_directory(tmp_path, capsys, monkeypatch):
+    import ewc_rl.compare
+
+    scheduled = []
+
+    def fake_run_grid(spec, logdir, **kwargs):
+        scheduled.extend(c.run_dir(logdir) for c in spec.cells())
+        raise KeyboardInterrupt  # stop before training: the schedule is what is tested
+
+    monkeypatch.setattr(ewc_rl.compare, "run_grid", fake_run_grid)
+    logdir = tmp_path / "cmp"
+    main(["compare", "--agents", "dqn", "dqn", "--seeds", "0", "0", "1", "--grid", "penalty.lambda=1,1",
+          "--logdir", str(logdir), *ARGS])
+    assert scheduled == [logdir / "dqn+penalty.lambda=1" / f"seed-{s}" for s in (0, 1)]
+    err = capsys.readouterr().err
+    assert "note: --seeds repeats 0; each is run once" in err and "note: --agents repeats dqn" in err
+    assert "--grid penalty.lambda repeats a value" in err
+    # Two agent files with one name would write into one directory: refused.
+    (tmp_path / "dqn.toml").write_text("")
+    assert main(["compare", "--agents", "dqn", str(tmp_path / "dqn.toml"), "--logdir", str(tmp_path / "c2"),
+                 *ARGS]) == 2
+    assert "would share the run directory dqn/seed-0" in capsys.readouterr().err
+
+
+def test_a_game_named_twice_is_said_to_be_a_revisit(capsys):
+    assert main(["train", "--agent", "minatar-dqn", "--games", "MinAtar/Breakout,MinAtar/Asterix,MinAtar/Breakout",
+                 "--steps-per-game", "100", "--dry-run"]) == 0
+    err = capsys.readouterr().err
+    assert "note: --games names MinAtar/Breakout more than once: each later visit is a revisit" in err
+    assert err.count("\n") == 1
