@@ -31,14 +31,13 @@ from stable_baselines3.common.type_aliases import ReplayBufferSamples
 from stable_baselines3.common.utils import get_device, polyak_update
 from stable_baselines3.common.vec_env import VecEnv
 
-from ewc_rl import envs, networks
+from ewc_rl import envs, networks, optimizers
 from ewc_rl import fisher as fisher_lib
 from ewc_rl import methods as methods_lib
 from ewc_rl.config import Config
 from ewc_rl.errors import UsageError
 from ewc_rl.methods import Method
 from ewc_rl.methods.anchor import QuadraticAnchor
-from ewc_rl.optimizers import fast_optimizer_kwargs
 from ewc_rl.penalty import Penalty
 from ewc_rl.replay import FrameReplayBuffer, buffer_state, load_buffer_state, sample_transitions
 
@@ -343,12 +342,7 @@ def make_agent(cfg: Config, env: VecEnv, games: list[str], *, seed: int, device:
     policy, policy_kwargs = networks.policy(network, len(games) if c.agent.per_game_layers else 0,
                                             heads=len(games) if c.agent.per_game_head else 0,
                                             activation=c.agent.activation, layer_norm=c.agent.layer_norm)
-    optimizer_class, optimizer_kwargs = th.optim.Adam, {}  # SB3's DQN default: Adam with torch's defaults
-    if c.agent.optimizer == "rmsprop":
-        optimizer_class, optimizer_kwargs = th.optim.RMSprop, {
-            "alpha": c.agent.rmsprop_alpha, "eps": c.agent.rmsprop_eps, "centered": c.agent.rmsprop_centered}
-    policy_kwargs |= {"optimizer_class": optimizer_class, "optimizer_kwargs": optimizer_kwargs
-                      | fast_optimizer_kwargs(optimizer_class, get_device(device))}
+    policy_kwargs |= optimizers.policy_kwargs(c.agent, get_device(device))
     dqn = vars(c.dqn) | {"train_freq": max(c.dqn.train_freq // env.num_envs, 1),
                          "gradient_steps": c.dqn.gradient_steps * max(env.num_envs // c.dqn.train_freq, 1)}
     return ContinualDQN(

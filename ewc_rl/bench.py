@@ -31,6 +31,7 @@ import numpy as np
 import torch as th
 import torch.nn.functional as F
 from stable_baselines3 import DQN
+from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.torch_layers import NatureCNN
 from tqdm import tqdm
 
@@ -101,6 +102,8 @@ class _SB3Learner(_Learner):
 
     def __init__(self, model: Any, env: Any) -> None:
         self.model, self.env = model, env
+        # a logger that writes nothing: without one, every learn() makes an SB3-<time> folder in /tmp
+        model.set_logger(Logger(folder=None, output_formats=[]))
 
     def advance(self, steps: int) -> int:
         before = self.model.num_timesteps

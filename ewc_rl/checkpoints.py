@@ -8,11 +8,15 @@ A checkpoint is a directory ``<run>/checkpoints/ckpt-<seq>/`` holding
   ``torch.load(weights_only=True)``, which refuses anything but tensors and plain containers;
 * ``replay-<n>.npz`` (optional): replay memories as raw arrays, read with ``allow_pickle=False``.
 
-Writing is atomic: files go into a hidden temporary directory, are fsynced, the directory is renamed,
-and only then does the one-line ``LATEST`` pointer move (temporary file, fsync, rename). Until that
-last rename the previous checkpoint is the valid one; a crash at any moment leaves one complete
-checkpoint to resume from. stable-baselines3's own ``save`` (a cloudpickle zip) is not used for
-resuming: unpickling a tampered file could run code.
+Writing is atomic with one commit point: files go into a hidden temporary directory ``.ckpt-<seq>.tmp``,
+are fsynced, and the directory is renamed to ``ckpt-<seq>`` (then the parent is fsynced). A ``ckpt-<seq>``
+directory therefore exists only once every file in it is complete, and the checkpoint is the one with the
+highest number; a new one takes the next number above every ``ckpt-*`` on disk, so it never collides with a
+directory a crash left behind. Older checkpoints are removed only after the rename. A crash at any moment
+leaves the previous or the new checkpoint, complete. (There is no separate ``LATEST`` pointer: a second
+rename would be a second commit point, and a kill between the two left a run that could not resume.)
+stable-baselines3's own ``save`` (a cloudpickle zip) is not used for resuming: unpickling a tampered file
+could run code.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import json
 import os
 import re
 import shutil
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,19 +97,17 @@ def replace_atomically(path: Path, data: bytes) -> None:
 
 
 def latest_path(run_dir: Path) -> Path | None:
-    """The directory of the newest complete checkpoint, or None when the run has none."""
+    """The newest complete checkpoint (the highest-numbered ``ckpt-*`` with its meta.json), or None."""
     root = run_dir / DIRNAME
     if not root.is_dir():
         return None
-    pointer = root / "LATEST"
-    if pointer.is_file():
-        name = pointer.read_text().strip()
-        if _NAME.match(name) and (root / name / "meta.json").is_file():
-            return root / name
-    # LATEST missing or unusable: the newest renamed (hence complete) checkpoint directory.
-    done = sorted((p for p in root.iterdir() if _NAME.match(p.name) and (p / "meta.json").is_file()),
-                  key=lambda p: int(p.name[5:]))
+    done = [p for p in _numbered(root) if (p / "meta.json").is_file()]
     return done[-1] if done else None
+
+
+def _numbered(root: Path) -> list[Path]:
+    """Every ``ckpt-<seq>`` directory, complete or half removed, in increasing order."""
+    return sorted((p for p in root.iterdir() if _NAME.match(p.name)), key=lambda p: int(p.name[5:]))
 
 
 def save(run_dir: Path, meta: dict[str, Any], state: dict[str, Any],
@@ -112,7 +115,8 @@ def save(run_dir: Path, meta: dict[str, Any], state: dict[str, Any],
     """Write a new checkpoint and make it the latest; older ones are removed once it is in place."""
     root = run_dir / DIRNAME
     previous = latest_path(run_dir)
-    seq = int(previous.name[5:]) + 1 if previous else 0
+    taken = _numbered(root) if root.is_dir() else []
+    seq = int(taken[-1].name[5:]) + 1 if taken else 0
     name = f"ckpt-{seq:06d}"
     tmp = root / f".{name}.tmp"
     try:
@@ -128,16 +132,15 @@ def save(run_dir: Path, meta: dict[str, Any], state: dict[str, Any],
         meta = {**meta, "format": FORMAT_VERSION, "files": files, "replay_files": replay_files}
         _write(tmp / "meta.json", lambda f: f.write(json.dumps(meta, indent=1, allow_nan=False).encode()))
         _fsync_dir(tmp)
-        os.rename(tmp, root / name)
+        os.rename(tmp, root / name)  # the commit point
         _fsync_dir(root)
-        replace_atomically(root / "LATEST", f"{name}\n".encode())
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         kept = f"the previous checkpoint ({previous}) is intact" if previous else "no earlier checkpoint exists"
         reason = exc.strerror or str(exc)
         raise CheckpointWriteError(f"could not write a checkpoint under {root}: {reason}; {kept}") from None
     for stale in root.iterdir():  # best effort: a leftover costs disk space, never correctness
-        if stale.name not in (name, "LATEST"):
+        if stale.name != name:
             if stale.is_dir():
                 shutil.rmtree(stale, ignore_errors=True)
             else:
@@ -167,10 +170,12 @@ def load(run_dir: Path, device: torch.device | str = "cpu") -> Checkpoint:
             raise CheckpointError(f"checkpoint {path} is damaged or was modified: {fname} does not match its "
                                   "recorded checksum")
     try:
-        state = torch.load(path / "state.pt", map_location=device, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols before refusing: the refusal says it all
+            warnings.simplefilter("ignore")
+            state = torch.load(path / "state.pt", map_location=device, weights_only=True)
     except Exception as exc:  # noqa: BLE001 (any failure of the safe unpickler means: not ours)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"checkpoint {path}: state.pt is not a tensors-only file ({first[:160]})") from None
+        raise CheckpointError(f"checkpoint {path}: state.pt is not a tensors-only file, so it was not loaded "
+                              f"and nothing in it ran (tensors-only unpickler: {_refusal_reason(exc)})") from None
     replays = {}
     for key, fname in meta.get("replay_files", {}).items():
         try:
@@ -179,6 +184,15 @@ def load(run_dir: Path, device: torch.device | str = "cpu") -> Checkpoint:
         except (OSError, ValueError) as exc:
             raise CheckpointError(f"checkpoint {path}: {fname} is not a plain array file ({exc})") from None
     return Checkpoint(path, meta, state, replays)
+
+
+def _refusal_reason(exc: Exception) -> str:
+    """The one informative sentence of a torch.load failure (its message is a page of advice around it)."""
+    text = " ".join(str(exc).split())
+    _, found, reason = text.partition("WeightsUnpickler error:")
+    if found:
+        reason = reason.split(" Check the documentation")[0].split(". ")[0].strip().rstrip(".")
+    return reason or type(exc).__name__
 
 
 # -- RNG states as JSON/tensors -------------------------------------------------------------------------

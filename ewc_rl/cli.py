@@ -114,6 +114,24 @@ def _resolve_games(args: argparse.Namespace, cfg: object, schedule_seed: int) ->
     return parse_games(",".join(orders[0])), orders, pool
 
 
+def _unique(values: list, option: str) -> list:
+    """``values`` without repeats, with a one-line note when there were some (two jobs must never share a run)."""
+    unique = list(dict.fromkeys(values))
+    if len(unique) < len(values):
+        repeated = ", ".join(str(v) for v in unique if values.count(v) > 1)
+        print(f"ewc-rl: note: {option} repeats {repeated}; each is run once", file=sys.stderr)
+    return unique
+
+
+def _note_revisits(games: list[str], orders: list[list[str]] | None) -> None:
+    """A game named twice in --games is a revisit (meant or not): say so in a line."""
+    repeated = [g for g in dict.fromkeys(games) if games.count(g) > 1] if orders is None else []
+    if repeated:
+        print(f"ewc-rl: note: --games names {', '.join(repeated)} more than once: each later visit is a revisit "
+              "(same score-matrix column, its anchor replaced); --cycles N repeats the whole sequence instead",
+              file=sys.stderr)
+
+
 def _check_device(device: str) -> None:
     import torch as th
 
@@ -320,13 +338,14 @@ def _train(args: argparse.Namespace, argv: list[str]) -> int:
     from ewc_rl.plan import describe, warnings
     from ewc_rl.report import format_metrics, format_score_matrix
     from ewc_rl.schedule import make_schedule
-    from ewc_rl.tblog import is_complete
+    from ewc_rl.tblog import check_writable, is_complete
     from ewc_rl.trainer import Interrupted, RunSpec, Trainer
 
     cfg = load_config(args.agent, _overrides(args))
     schedule_seed = args.seed if args.schedule_seed is None else args.schedule_seed
     games, orders, pool = _resolve_games(args, cfg, schedule_seed)
     networks.resolve(cfg.agent.network, suite(games[0]))
+    _note_revisits(games, orders)
     schedule = make_schedule(games, args.steps_per_game, args.cycles, orders)
     if args.dry_run:
         print(describe(cfg, schedule, seed=args.seed, pool=pool,
@@ -345,6 +364,7 @@ def _train(args: argparse.Namespace, argv: list[str]) -> int:
     elif logdir.exists() and (not logdir.is_dir() or any(logdir.iterdir())):
         raise UsageError(f"--logdir {logdir} already holds files; use --resume to continue the run there, "
                          "or choose a new directory")
+    check_writable(logdir)
     if args.threads:
         th.set_num_threads(args.threads)
 
@@ -385,15 +405,20 @@ def _compare(args: argparse.Namespace) -> int:
     from ewc_rl.config import load_config
     from ewc_rl.envs import suite
     from ewc_rl.report import write_report
+    from ewc_rl.tblog import check_writable
 
     grid = parse_grid(args.grid)
+    args.agents, args.seeds = _unique(args.agents, "--agents"), _unique(args.seeds, "--seeds")
     probe = GridSpec(agents=list(args.agents), seeds=[0], games=[], steps_per_game=1, grid=grid)
+    probe.cells()  # two agents that would share a run directory are refused
     for agent in args.agents:  # every agent file, override, grid value and game checked before anything starts
         for variant in probe.variants():
             cfg = load_config(agent, _overrides(args) + [f"{k}={v}" for k, v in variant])
         games, orders, pool = _resolve_games(args, cfg, args.schedule_seed)
         networks.resolve(cfg.agent.network, suite(games[0]))
+    _note_revisits(games, orders)
     _check_device(args.device)
+    check_writable(args.logdir)
     random_draw = orders is not None
     spec = GridSpec(agents=list(args.agents), seeds=list(args.seeds),
                     games=[args.games.strip()] if random_draw else games,

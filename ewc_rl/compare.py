@@ -72,7 +72,17 @@ class GridSpec:
         return [list(zip(keys, values, strict=True)) for values in itertools.product(*self.grid.values())]
 
     def cells(self) -> list[Cell]:
-        return [Cell(a, s, tuple(v)) for a in self.agents for v in self.variants() for s in self.seeds]
+        """Every run, each once; two that would share a run directory (a repeat, or two agent files with one
+        name) are refused: the second would silently "resume" the first."""
+        cells = list(dict.fromkeys(Cell(a, s, tuple(v)) for a in self.agents for v in self.variants()
+                                   for s in self.seeds))
+        seen: dict[tuple[str, int], Cell] = {}
+        for cell in cells:
+            other = seen.setdefault((cell.label, cell.seed), cell)
+            if other is not cell:
+                raise UsageError(f"--agents {other.agent} and {cell.agent} would share the run directory "
+                                 f"{cell.label}/seed-{cell.seed}; rename one of the agent files")
+        return cells
 
     def steps_per_run(self) -> int:
         """Agent steps of each run: every game (or each of the N drawn for ``randomN``) once per cycle."""
@@ -109,7 +119,10 @@ def parse_grid(items: list[str]) -> dict[str, list[str]]:
             raise UsageError(f"--grid expects section.key=value1,value2,..., got '{item}'")
         if key.strip() in grid:
             raise UsageError(f"--grid names '{key.strip()}' twice")
-        grid[key.strip()] = [v.strip() for v in values.split(",") if v.strip()]
+        listed = [v.strip() for v in values.split(",") if v.strip()]
+        grid[key.strip()] = list(dict.fromkeys(listed))
+        if len(grid[key.strip()]) < len(listed):
+            print(f"ewc-rl: note: --grid {key.strip()} repeats a value; each is run once", file=sys.stderr)
     return grid
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,7 +75,7 @@ class AgentConfig:
     n_envs: int = _opt(1, min=1)
     epsilon_per: str = _opt("segment", choices=("segment", "game"))
     epsilon_decay_steps: int = _opt(1_000_000, min=1)
-    optimizer: str = _opt("adam", choices=("adam", "rmsprop"))
+    optimizer: str = _opt("adam", choices=("adam", "rmsprop", "rmsprop-dqn"))
     rmsprop_alpha: float = _opt(0.95, above=0, max=1)
     rmsprop_eps: float = _opt(0.01, above=0)
     rmsprop_centered: bool = _opt(True)
@@ -212,9 +213,14 @@ def load_config(agent: str, overrides: list[str] | tuple[str, ...] = ()) -> Conf
     """Read an agent file, apply ``--set`` overrides and validate everything."""
     path = resolve_agent(agent)
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte {exc.start}: {exc.reason}); TOML files are UTF-8") \
+            from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read: {exc.strerror or exc}") from None
     for text in overrides:
         section, key, value = parse_override(text)
         raw.setdefault(section, {})
@@ -286,8 +292,10 @@ def _check(where: str, f: dataclasses.Field, value: Any, source: str) -> Any:
     }[kind]
     if not ok:
         raise ConfigError(f"{source}: '{where}' must be {_article(kind)}, got {value!r}")
-    if kind == "float":
+    if kind == "float":  # every float setting: TOML reads nan and inf, and no setting means them
         value = float(value)
+        if not math.isfinite(value):
+            raise ConfigError(f"{source}: '{where}' must be a finite number, got {value!r}")
     m = f.metadata
     if kind == "list[str]":
         return list(value)

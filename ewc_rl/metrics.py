@@ -6,11 +6,12 @@ not evaluated then. Formulas (docs/metrics.md has them with their sources):
     average performance      mean_j R[K-1][j]                                        (games evaluated at the end)
     forgetting of j          R[last segment training j][j] - R[K-1][j]                (Continual World)
     isolated forgetting      F[k][j] = R[k-1][j] - R[k][j] for j not trained in k     (CORA)
-    forward transfer of j    (AUC_j - AUC_ref_j) / (1 - AUC_ref_j)                    (Continual World)
+    forward transfer of j    AUC_j - AUC_ref_j                                        (see docs/metrics.md)
     clipped normalised sum   sum_j min(N[K-1][j], 1)                                  (Kirkpatrick et al. 2017)
 
 Scores are normalised where a reference exists (human for Atari, our reference agent for MinAtar; see
-:mod:`ewc_rl.scores`) and raw otherwise.
+:mod:`ewc_rl.scores`) and raw otherwise. Means over games (average performance, mean forgetting) never mix the
+two units: when some games are normalised, the raw ones are left out and listed (``excluded_from_means``).
 """
 
 from __future__ import annotations
@@ -44,9 +45,23 @@ def metric_matrix(matrix: Matrix, columns: list[str]) -> tuple[Matrix, list[str]
     return mixed, units
 
 
-def average_performance(matrix: Matrix) -> float | None:
-    """Mean over games of the score at the end of the whole sequence."""
-    return _mean(matrix[-1]) if matrix else None
+def comparable(units: list[str]) -> list[bool]:
+    """Which columns a mean over games may include: the normalised ones, or every one when all are raw."""
+    some_normalized = "normalized" in units
+    return [u == "normalized" or not some_normalized for u in units]
+
+
+def average_performance(matrix: Matrix, units: list[str] | None = None) -> float | None:
+    """Mean over games of the score at the end of the whole sequence (only comparable units, given ``units``)."""
+    if not matrix:
+        return None
+    keep = comparable(units) if units is not None else [True] * len(matrix[-1])
+    return _mean([v for v, k in zip(matrix[-1], keep, strict=True) if k])
+
+
+def mean_forgetting(forgetting_values: list[float | None], units: list[str]) -> float | None:
+    """Mean over games of the forgetting, over comparable units only (as :func:`average_performance`)."""
+    return _mean([v for v, k in zip(forgetting_values, comparable(units), strict=True) if k])
 
 
 def forgetting(matrix: Matrix, segment_games: list[str], columns: list[str]) -> list[float | None]:
@@ -88,10 +103,14 @@ def segment_auc(eval_history: list[dict[str, Any]], game: str, segment: int) -> 
 
 
 def forward_transfer(auc: float | None, auc_reference: float | None) -> float | None:
-    """(AUC - AUC_ref) / (1 - AUC_ref): positive when earlier games helped learn this one."""
-    if auc is None or auc_reference is None or auc_reference == 1.0:
+    """AUC - AUC_ref: positive when earlier games helped learn this one.
+
+    Not Continual World's (AUC - AUC_ref) / (1 - AUC_ref): that assumes scores <= 1 (success rates), and normalised
+    Atari scores are unbounded (1.3 against 1.2 would come out negative, a reference of 0.999 would blow it up).
+    """
+    if auc is None or auc_reference is None:
         return None
-    return (auc - auc_reference) / (1.0 - auc_reference)
+    return auc - auc_reference
 
 
 def summarize(summary: dict[str, Any], references: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -100,17 +119,18 @@ def summarize(summary: dict[str, Any], references: dict[str, dict[str, Any]] | N
     games = summary["games"][: len(summary["score_matrix"])]  # a run still going has fewer rows
     scores, units = metric_matrix(summary["score_matrix"], columns)
     norm = normalized_matrix(summary["score_matrix"], columns)
+    forgetting_values = forgetting(scores, games, columns)
     result: dict[str, Any] = {
         "units": dict(zip(columns, units, strict=True)),
-        "average_performance": average_performance(scores),
+        "excluded_from_means": [g for g, k in zip(columns, comparable(units), strict=True) if not k],
+        "average_performance": average_performance(scores, units),
         "final_score": dict(zip(columns, scores[-1], strict=True)) if scores else {},
         "final_game_score": scores[-1][columns.index(games[-1])] if scores else None,
-        "forgetting": dict(zip(columns, forgetting(scores, games, columns), strict=True)),
+        "forgetting": dict(zip(columns, forgetting_values, strict=True)),
+        "mean_forgetting": mean_forgetting(forgetting_values, units),
         "isolated_forgetting": isolated_forgetting(scores, games, columns),
         "clipped_normalized_sum": clipped_normalized_sum(norm[-1]) if norm else None,
     }
-    forgetting_values = [v for v in result["forgetting"].values() if v is not None]
-    result["mean_forgetting"] = sum(forgetting_values) / len(forgetting_values) if forgetting_values else None
     if references:
         transfer = {}
         for game in columns:

@@ -15,6 +15,7 @@ land in one event stream whose x axis is the global agent step of the whole sequ
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -103,6 +104,37 @@ def package_versions() -> dict[str, str]:
             found[name] = "not installed"
     found["python"] = platform.python_version()
     return found
+
+
+def check_writable(logdir: Path) -> None:
+    """Refuse (UsageError) a log directory that files cannot be created in, before anything is written.
+
+    The directory and its missing parents are created, a probe file is created and removed, and whatever was
+    created is removed again: the run itself creates them moments later. Trying is the only reliable test
+    (``os.access`` says yes to root whatever the permission bits, and knows nothing of a full disk).
+    """
+    from ewc_rl.errors import UsageError
+
+    existing, missing = logdir, []
+    while not existing.exists() and existing != existing.parent:
+        missing.append(existing)
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"--logdir {logdir}: {existing} is a file, not a directory")
+    created: list[Path] = []
+    try:
+        for path in reversed(missing):
+            path.mkdir()
+            created.append(path)
+        fd, probe = tempfile.mkstemp(dir=logdir, prefix=".write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UsageError(f"--logdir {logdir} is not writable: {exc.strerror or exc}") from None
+    finally:
+        for path in reversed(created):
+            with contextlib.suppress(OSError):
+                path.rmdir()
 
 
 def _umask() -> int:

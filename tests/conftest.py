@@ -1,9 +1,16 @@
-"""Shared fixtures: a tiny image environment and a tiny Q-network, so unit tests run in seconds."""
+"""Shared fixtures: a tiny image environment and a tiny Q-network, so unit tests run in seconds; and a check that
+the suite leaves nothing in the system temporary directory."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
 import gymnasium as gym
 import numpy as np
+import pytest
 import torch as th
 from torch import nn
 
@@ -36,3 +43,41 @@ def tiny_qnet(n_actions: int = 5, channels: int = 2) -> nn.Module:
         nn.Conv2d(channels, 3, kernel_size=3, stride=1), nn.ReLU(), nn.Flatten(),
         nn.Linear(3 * 4 * 4, 8), nn.Tanh(), nn.Linear(8, n_actions),
     )
+
+
+def silent(agent):
+    """``agent`` with a logger that writes nothing: learn() without one makes an SB3-<time> folder in /tmp."""
+    from stable_baselines3.common.logger import Logger
+
+    agent.set_logger(Logger(folder=None, output_formats=[]))
+    return agent
+
+
+@pytest.fixture(scope="session", autouse=True)
+def temp_dir_left_as_found(tmp_path_factory):
+    """Fail the session if any test (or a process it starts) leaves a file in the temporary directory.
+
+    For the session, tempfile and every child process (TMPDIR) use a fresh directory instead of the system one; it
+    must be empty at the end, and it is then removed, so the system's is left as it was found. Comparing the system
+    directory's listing before and after would fail at random: other programs on the machine write there too.
+    Tests keep their files under pytest's own ``tmp_path``, whose base is fixed before the switch, and so does
+    torch.func's compiler cache (by default ``<temp>/torchinductor_<user>``, kept on purpose across runs).
+    """
+    caches = {"TORCHINDUCTOR_CACHE_DIR": str(tmp_path_factory.mktemp("torchinductor"))}
+    sandbox = Path(tempfile.mkdtemp(prefix="ewc-tests-"))
+    saved_env = {k: os.environ.get(k) for k in ("TMPDIR", *caches)}
+    saved_tempdir = tempfile.tempdir
+    os.environ.update(caches, TMPDIR=str(sandbox))
+    tempfile.tempdir = str(sandbox)
+    try:
+        yield sandbox
+    finally:
+        tempfile.tempdir = saved_tempdir
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        left = sorted(p.name for p in sandbox.iterdir())
+        shutil.rmtree(sandbox, ignore_errors=True)
+    assert not left, f"the tests left {len(left)} entries in the temporary directory: {', '.join(left[:5])}"

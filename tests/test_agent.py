@@ -9,7 +9,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 
 from ewc_rl.agent import ContinualDQN, NonFiniteLossError
 from ewc_rl.penalty import Penalty
-from tests.conftest import TinyImageEnv
+from tests.conftest import TinyImageEnv, silent
 
 
 def _env(offset=0):
@@ -20,7 +20,7 @@ def _agent(env=None, **kw):
     args = dict(learning_starts=30, buffer_size=500, exploration_fraction=0.5, exploration_final_eps=0.1,
                 target_update_interval=20, policy_kwargs={"net_arch": [16]}, seed=0, device="cpu")
     args.update(kw)
-    return ContinualDQN("MlpPolicy", env or _env(), **args)
+    return silent(ContinualDQN("MlpPolicy", env or _env(), **args))
 
 
 def test_epsilon_and_warmup_restart_for_each_game():

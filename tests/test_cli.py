@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -70,6 +72,10 @@ def test_dqn_run_has_no_penalty(tmp_path):
     (["--games", "Pong", "--agent", "ewk"], "unknown agent 'ewk'"),
     (["--games", "Pong", "--set", "penalty.lamda=1"], "unknown key 'penalty.lamda'"),
     (["--games", "Pong", "--set", "penalty.lambda=-5"], "'penalty.lambda' must be >= 0"),
+    (["--games", "Pong", "--steps-per-game", "200", "--set", "penalty.lambda=nan"],
+     "'penalty.lambda' must be a finite number, got nan"),
+    (["--games", "Pong", "--steps-per-game", "200", "--set", "penalty.lambda=inf"],
+     "'penalty.lambda' must be a finite number, got inf"),
 ])
 def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, capsys, args, message):
     logdir = tmp_path / "run"
@@ -98,6 +104,55 @@ def test_existing_run_directory_is_left_alone(tmp_path, capsys):
     assert "already holds files" in capsys.readouterr().err
     assert [p.name for p in logdir.iterdir()] == ["summary.json"]
     assert (logdir / "summary.json").read_text() == "{}"
+
+
+def _read_only(monkeypatch, mount: Path) -> None:
+    """Simulate a read-only file system at ``mount``: creating a directory or a file under it fails with EROFS
+    (the tests run as root, whom permission bits do not stop, and cannot mount one)."""
+    real_mkdir, real_open = os.mkdir, os.open
+
+    def under(path) -> bool:
+        return Path(os.fsdecode(path)).resolve().is_relative_to(mount.resolve())
+
+    def mkdir(path, *args, **kwargs):
+        if under(path):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real_mkdir(path, *args, **kwargs)
+
+    def open_(path, flags, *args, **kwargs):
+        if flags & os.O_CREAT and under(path):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "mkdir", mkdir)
+    monkeypatch.setattr(os, "open", open_)
+
+
+@pytest.mark.parametrize("case", ["new logdir on a read-only fs", "empty logdir on a read-only fs",
+                                  "logdir under a regular file", "agent file not UTF-8"])
+def test_unusable_logdir_or_agent_file_is_one_line_exit_2_nothing_written(tmp_path, capsys, monkeypatch, case):
+    logdir, agent = tmp_path / "mnt" / "run", "minatar-dqn"
+    (tmp_path / "mnt").mkdir()
+    if case == "new logdir on a read-only fs":
+        _read_only(monkeypatch, tmp_path / "mnt")
+    elif case == "empty logdir on a read-only fs":
+        logdir.mkdir()
+        _read_only(monkeypatch, tmp_path / "mnt")
+    elif case == "logdir under a regular file":
+        (tmp_path / "mnt" / "file").write_text("x")
+        logdir = tmp_path / "mnt" / "file" / "run"
+    else:
+        agent = str(tmp_path / "latin.toml")
+        Path(agent).write_bytes("# r\xe9glages\n".encode("latin-1"))
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    code = main(["train", "--agent", agent, "--games", "MinAtar/Breakout", "--steps-per-game", "200",
+                 "--no-progress", "--logdir", str(logdir)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("ewc-rl: error: ") and err.count("\n") == 1, err
+    assert {"new logdir on a read-only fs": "Read-only file system", "empty logdir on a read-only fs":
+            "Read-only file system", "logdir under a regular file": "is a file, not a directory",
+            "agent file not UTF-8": "not a UTF-8 text file"}[case] in err
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
 
 
 def test_minatar_ewc_run_through_train(tmp_path):

@@ -10,7 +10,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from ewc_rl.cli import main
 from ewc_rl.compare import GridSpec, steps_done
 from ewc_rl.progress import ProgressFile
-from ewc_rl.report import mean_ci
+from ewc_rl.report import aggregate, mean_ci, t_quantile_975, to_markdown
 from ewc_rl.tblog import write_json
 
 STEPS = 300
@@ -103,7 +103,7 @@ def test_other_settings_in_the_same_directory_are_refused(comparison, capsys):
 def test_mean_ci_uses_student_t():
     stat = mean_ci([1.0, 2.0, 3.0, None])
     assert stat["mean"] == 2.0 and stat["n"] == 3
-    assert stat["ci95"] == pytest.approx(4.303 * 1.0 / 3**0.5)
+    assert stat["ci95"] == pytest.approx(4.302653 * 1.0 / 3**0.5)
     assert mean_ci([5.0])["ci95"] is None
     assert mean_ci([None])["mean"] is None
 
@@ -196,3 +196,64 @@ def test_comparison_plot_title_fits_with_two_games(comparison, tmp_path, monkeyp
     fig.canvas.draw()
     title = fig._suptitle.get_window_extent()
     assert title.x0 >= 0 and title.x1 <= fig.bbox.x1 and title.y1 <= fig.bbox.y1  # was cut at both sides
+
+
+# t_{0.975, df} from published tables (df <= 30) and scipy.stats.t.ppf(0.975, df) (6 decimals).
+T975 = {1: 12.706205, 2: 4.302653, 3: 3.182446, 5: 2.570582, 10: 2.228139, 30: 2.042272, 31: 2.039513,
+        32: 2.036933, 40: 2.021075, 60: 2.000298, 120: 1.979930, 1000: 1.962339}
+
+
+def test_intervals_use_student_t_for_any_number_of_seeds():
+    for df, t in T975.items():
+        assert t_quantile_975(df) == pytest.approx(t, abs=1e-6), df
+    values = [float(v % 7) for v in range(33)]  # 33 seeds: df 32, where 1.96 was used (3.8% too narrow)
+    n, mean = len(values), sum(values) / len(values)
+    sd = (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5
+    assert mean_ci(values)["ci95"] == pytest.approx(2.036933 * sd / n**0.5, rel=1e-6)
+
+
+def test_t_quantile_matches_scipy_where_installed():
+    stats = pytest.importorskip("scipy.stats")
+    for df in range(1, 300):
+        assert t_quantile_975(df) == pytest.approx(stats.t.ppf(0.975, df), rel=1e-10), df
+
+
+def test_report_says_which_games_the_means_leave_out():
+    summary = {"complete": True, "games": ["Pong", "Tetris"], "columns": ["Pong", "Tetris"], "steps_per_game": 10,
+               "eval_history": [], "score_matrix": [[-3.05, None], [-20.7, 40.0]]}
+    comparison = aggregate({"dqn": {0: summary, 1: summary}})
+    agent = comparison["agents"]["dqn"]
+    assert agent["excluded_from_means"] == ["Tetris"] and agent["average_performance"]["mean"] == pytest.approx(0.0)
+    assert "means over the normalised games only: Tetris (no reference score" in to_markdown(comparison)
+
+
+def test_repeated_seeds_agents_and_grid_values_never_share_a_run_directory(tmp_path, capsys, monkeypatch):
+    import ewc_rl.compare
+
+    scheduled = []
+
+    def fake_run_grid(spec, logdir, **kwargs):
+        scheduled.extend(c.run_dir(logdir) for c in spec.cells())
+        raise KeyboardInterrupt  # stop before training: the schedule is what is tested
+
+    monkeypatch.setattr(ewc_rl.compare, "run_grid", fake_run_grid)
+    logdir = tmp_path / "cmp"
+    main(["compare", "--agents", "dqn", "dqn", "--seeds", "0", "0", "1", "--grid", "penalty.lambda=1,1",
+          "--logdir", str(logdir), *ARGS])
+    assert scheduled == [logdir / "dqn+penalty.lambda=1" / f"seed-{s}" for s in (0, 1)]
+    err = capsys.readouterr().err
+    assert "note: --seeds repeats 0; each is run once" in err and "note: --agents repeats dqn" in err
+    assert "--grid penalty.lambda repeats a value" in err
+    # Two agent files with one name would write into one directory: refused.
+    (tmp_path / "dqn.toml").write_text("")
+    assert main(["compare", "--agents", "dqn", str(tmp_path / "dqn.toml"), "--logdir", str(tmp_path / "c2"),
+                 *ARGS]) == 2
+    assert "would share the run directory dqn/seed-0" in capsys.readouterr().err
+
+
+def test_a_game_named_twice_is_said_to_be_a_revisit(capsys):
+    assert main(["train", "--agent", "minatar-dqn", "--games", "MinAtar/Breakout,MinAtar/Asterix,MinAtar/Breakout",
+                 "--steps-per-game", "100", "--dry-run"]) == 0
+    err = capsys.readouterr().err
+    assert "note: --games names MinAtar/Breakout more than once: each later visit is a revisit" in err
+    assert err.count("\n") == 1

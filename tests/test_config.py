@@ -71,3 +71,29 @@ def test_agent_file_by_path_and_bad_toml(tmp_path):
     bad.write_text("[penalty\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(str(bad))
+
+
+def _float_settings() -> list[str]:
+    import dataclasses
+
+    from ewc_rl.config import SECTIONS, _key
+
+    return [f"{s}.{_key(f)}" for s, cls in SECTIONS.items() for f in dataclasses.fields(cls) if f.type == "float"]
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_every_float_setting_must_be_finite(value):
+    names = _float_settings()
+    assert "penalty.lambda" in names and "dqn.learning_rate" in names and len(names) >= 10
+    for name in names:
+        with pytest.raises(ConfigError) as err:
+            load_config("ewc", [f"{name}={value}"])
+        assert f"'{name}' must be a finite number" in str(err.value), name
+
+
+def test_an_agent_file_that_is_not_utf8_is_one_line(tmp_path):
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes('# r\xe9glages\n[penalty]\nkind = "ewc"\n'.encode("latin-1"))
+    with pytest.raises(ConfigError) as err:
+        load_config(str(latin))
+    assert "not a UTF-8 text file" in str(err.value) and "\n" not in str(err.value)

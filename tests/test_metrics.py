@@ -47,11 +47,32 @@ def test_human_normalisation_uses_the_table_and_never_invents():
     assert normalize("Tetris", 100.0) is None
 
 
-def test_forward_transfer():
-    assert metrics.forward_transfer(0.6, 0.2) == pytest.approx(0.5)
-    assert metrics.forward_transfer(0.1, 0.2) == pytest.approx(-0.125)
+def test_forward_transfer_is_sound_for_scores_above_one():
+    # Normalised scores are unbounded: (AUC - ref) / (1 - ref) scored 1.3 vs 1.2 as -0.5 and 0.5 vs 0.999 as -499.
+    assert metrics.forward_transfer(1.3, 1.2) == pytest.approx(0.1)     # better than the reference: positive
+    assert metrics.forward_transfer(1.1, 1.2) == pytest.approx(-0.1)    # worse: negative
+    assert metrics.forward_transfer(0.5, 0.999) == pytest.approx(-0.499)
+    assert metrics.forward_transfer(0.5, 1.0) == pytest.approx(-0.5)
+    assert metrics.forward_transfer(0.6, 0.2) == pytest.approx(0.4)
     assert metrics.forward_transfer(None, 0.2) is None
-    assert metrics.forward_transfer(0.5, 1.0) is None
+
+
+def test_means_over_games_never_mix_normalised_and_raw_scores():
+    # Pong and Breakout have reference scores, Tetris has none (raw return 120 at the end).
+    pong, breakout = (-20.7 + 35.3 * 0.3, 1.7 + 28.8 * 0.2)  # normalised 0.3 and 0.2
+    summary = {"games": ["Pong", "Breakout", "Tetris"], "columns": ["Pong", "Breakout", "Tetris"],
+               "eval_history": [],
+               "score_matrix": [[-20.7 + 35.3 * 0.5, None, None], [pong, 1.7 + 28.8 * 0.6, None],
+                                [pong, breakout, 120.0]]}
+    m = metrics.summarize(summary)
+    assert m["excluded_from_means"] == ["Tetris"]
+    assert m["average_performance"] == pytest.approx((0.3 + 0.2) / 2)   # not (0.3 + 0.2 + 120) / 3
+    assert m["mean_forgetting"] == pytest.approx((0.2 + 0.4) / 2)       # Tetris' 0 forgetting is left out too
+    # All games raw: one unit, so the plain mean is right.
+    raw = {**summary, "columns": ["T1", "T2"], "games": ["T1", "T2"], "score_matrix": [[4.0, None], [1.0, 6.0]]}
+    m = metrics.summarize(raw)
+    assert m["excluded_from_means"] == [] and m["average_performance"] == pytest.approx(3.5)
+    assert m["mean_forgetting"] == pytest.approx((3.0 + 0.0) / 2)
 
 
 def test_summarize_mixes_normalised_and_raw_columns():
@@ -71,4 +92,5 @@ def test_summarize_mixes_normalised_and_raw_columns():
     assert m["clipped_normalized_sum"] == pytest.approx(0.0)      # Tetris has no reference: left out
     assert m["final_game_score"] == 40.0
     assert m["forward_transfer"]["Pong"] == pytest.approx(0.25)    # AUC 0.25 vs reference 0
+    assert m["excluded_from_means"] == ["Tetris"] and m["average_performance"] == pytest.approx(0.0)
     assert m["forward_transfer"]["Tetris"] is None

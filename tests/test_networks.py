@@ -12,7 +12,7 @@ from ewc_rl.agent import ContinualDQN
 from ewc_rl.errors import UsageError
 from ewc_rl.networks import AtariCNN, CReLU, GameHeads, GameLayer, MinAtarCNN, is_per_game, policy, resolve, set_game
 from ewc_rl.penalty import Penalty
-from tests.conftest import TinyImageEnv
+from tests.conftest import TinyImageEnv, silent
 
 ATARI = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
 MINATAR = gym.spaces.Box(0, 1, (10, 10, 10), np.uint8)
@@ -94,8 +94,8 @@ def test_penalty_and_fisher_cover_shared_parameters_only():
 
     pol, kwargs = policy("nature", n_games=2)
     env = DummyVecEnv([lambda: _AtariShaped()])
-    agent = ContinualDQN(pol, env, policy_kwargs=kwargs, games=["A", "B"], penalty=Penalty("ewc", 1.0),
-                   learning_starts=10, buffer_size=100, device="cpu", seed=0)
+    agent = silent(ContinualDQN(pol, env, policy_kwargs=kwargs, games=["A", "B"], penalty=Penalty("ewc", 1.0),
+                          learning_starts=10, buffer_size=100, device="cpu", seed=0))
     head = agent.q_net.q_net[-1]
     assert isinstance(head, GameLayer) and len(head.game_gain) == 2  # the Q head has per-game b and g too
     agent.begin_segment(agent.env, "A", 20)

@@ -7,6 +7,8 @@ The failure is injected from outside the product: a ``sitecustomize`` module on 
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 import textwrap
 
 import pytest
@@ -50,12 +52,19 @@ def both_backends(tmp_path_factory):
     (inject / "sitecustomize.py").write_text(textwrap.dedent(FAIL_ONCE))
     ray_dir, local_dir = root / "ray-cmp", root / "local-cmp"
     failing = ray_dir.resolve() / "minatar-dqn" / "seed-1"
+    # Ray keeps its session (logs, sockets) in <temp>/ray after shutdown: give it a directory of its own, short
+    # (its socket paths must stay under 108 characters, too few for pytest's tmp_path), and remove it afterwards.
+    ray_tmp = tempfile.mkdtemp(prefix="ray-")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PYTHONPATH", str(inject))
         mp.setenv("EWC_TEST_FAIL_ONCE_RUN", str(failing))
         mp.setenv("EWC_TEST_FAIL_ONCE_MARKER", str(root / "failed-once"))
-        assert main(["compare", *ARGS, "--logdir", str(ray_dir), "--backend", "ray", "--cpus-per-run", "1",
-                     "--retries", "1"]) == 0
+        mp.setenv("RAY_TMPDIR", ray_tmp)
+        try:
+            assert main(["compare", *ARGS, "--logdir", str(ray_dir), "--backend", "ray", "--cpus-per-run", "1",
+                         "--retries", "1"]) == 0
+        finally:
+            shutil.rmtree(ray_tmp, ignore_errors=True)
     assert main(["compare", *ARGS, "--logdir", str(local_dir), "--workers", "2"]) == 0
     return ray_dir, local_dir, root / "failed-once"
 
