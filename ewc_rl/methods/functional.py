@@ -82,10 +82,9 @@ class FunctionalAnchor(Method):
         per_game = settings.states * (int(np.prod(observation_shape(schedule[0].game, cfg.env))) + 4 * N_ACTIONS)
         kept = max(len(unique_games(schedule)) - 1, 0)
         what = f"KL(pi_old || pi), tau {settings.tau:g}" if settings.target == "policy" else "squared Q difference"
-        return [f"functional anchor: lambda {settings.lam:g} x {what} over {settings.batch_size} of "
-                f"{settings.states:,} stored states per earlier game per update ({per_game / 1e6:.1f} MB per game, "
-                f"at most {kept} kept: "
-                f"peak {kept * per_game / 1e6:.1f} MB, in every checkpoint)"]
+        return [f"functional anchor: lambda {settings.lam:g} x {what}, mean over {settings.batch_size} states per "
+                f"update from {settings.states:,} kept per earlier game with their Q-values ({per_game / 1e6:.1f} MB "
+                f"per game, at most {kept} kept: peak {kept * per_game / 1e6:.1f} MB, in every checkpoint)"]
 
     # -- hooks ---------------------------------------------------------------------------------------
 
