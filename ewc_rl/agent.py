@@ -215,11 +215,14 @@ class ContinualDQN(DQN):
         self._update_learning_rate(self.policy.optimizer)
         params = self.shared_parameters()
         for _ in range(gradient_steps):
-            data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
+            # Methods may supply part of the batch themselves (rehearsal: earlier games' transitions); the
+            # current game's share of the mean over the whole batch is then its mean times its fraction.
+            own = batch_size - sum(method.batch_share(self, batch_size) for method in self.methods)
+            data = self.replay_buffer.sample(own, env=self._vec_normalize_env)  # type: ignore[union-attr]
             target = self.td_targets(data)
             q = self.q_net(data.observations).gather(1, data.actions.long())
             td_loss = F.smooth_l1_loss(q, target)
-            loss = td_loss
+            loss = td_loss if own == batch_size else td_loss * (own / batch_size)
             for method in self.methods:
                 extra = method.loss(self, data)
                 if extra is not None:

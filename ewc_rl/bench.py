@@ -9,7 +9,9 @@ full 18 actions and the same ale-py vector environment (so preprocessing is iden
 * ``ewc_rl + EWC``: the same with an EWC penalty holding 10 anchors;
 * ``sb3``: stock stable-baselines3 ``DQN`` on one environment, exactly as it ships (torch's default Adam);
 * ``limit``: a bare torch loop doing only the same work: batched greedy actions, environment steps, and
-  the same update (with the fastest optimiser implementation) on minibatches from a plain tensor ring.
+  the same update (with the fastest optimiser implementation) on minibatches from a plain tensor ring;
+* one learner per continual method of :data:`METHODS` at its default settings, which are active only once a game
+  has ended: after the warm-up, the methods' segment end runs as if the warm-up's replay were an earlier game's.
 
 Steps per second are measured after the warm-up (``learning_starts``) and a few hundred further steps (the
 first updates allocate optimiser state and create kernels), when every learner trains, in interleaved
@@ -40,6 +42,7 @@ from ewc_rl.agent import make_agent
 from ewc_rl.config import Config, load_config
 from ewc_rl.envs import make_env
 from ewc_rl.evaluation import evaluate
+from ewc_rl.methods import SegmentEnd
 from ewc_rl.optimizers import fast_optimizer_kwargs
 from ewc_rl.replay import FrameReplayBuffer, sample_transitions
 
@@ -50,6 +53,18 @@ TARGETS = {
     "replay_bytes_per_transition": ("<=", 7200),
     "fisher_ratio_vs_batched_backward": (">=", 0.4),
     "eval_share": ("<=", 0.15),
+    "throughput_ratio_rehearsal_vs_plain": (">=", 0.9),
+    "throughput_ratio_functional_vs_plain": (">=", 0.9),
+    "throughput_ratio_si_vs_plain": (">=", 0.97),
+    "throughput_ratio_mas_vs_plain": (">=", 0.97),
+}
+# The agent-file settings that turn each continual method on (its key: throughput_ratio_<name>_vs_plain); the
+# agent file's penalty stays (kind "none": it costs nothing).
+METHODS = {
+    "rehearsal": ['agent.methods=["penalty", "rehearsal"]'],
+    "functional": ['agent.methods=["penalty", "functional"]'],
+    "si": ["penalty.kind='ewc'", "penalty.fisher='si'"],
+    "mas": ["penalty.kind='ewc'", "penalty.fisher='mas'"],
 }
 
 
@@ -126,6 +141,24 @@ def _ours(cfg: Config, game: str, sizes: BenchSizes, anchors: int) -> _SB3Learne
             agent.penalty.consolidate(f"anchor{k}", theta, fisher)
     agent.begin_segment(env, game, sizes.warmup + sizes.settle + sizes.steps)
     return _SB3Learner(agent, env)
+
+
+class _AfterAGame(_SB3Learner):
+    """ewc_rl with methods that act once a game has ended: after the warm-up, their segment end runs as if the
+    warm-up's replay were an earlier game's (memories, stored outputs, an anchor), and training goes on."""
+
+    def __init__(self, learner: _SB3Learner, warmup: int) -> None:
+        super().__init__(learner.model, learner.env)
+        self.warmup, self.ended = warmup, False
+
+    def advance(self, steps: int) -> int:
+        done = 0
+        if not self.ended:
+            done = super().advance(self.warmup)
+            for method in self.model.methods:
+                method.on_segment_end(self.model, SegmentEnd("an earlier game", 0, last=False, seed=0))
+            self.ended = True
+        return done + (super().advance(steps - done) if steps > done else 0)
 
 
 def _sb3(cfg: Config, game: str, sizes: BenchSizes) -> _SB3Learner:
@@ -295,6 +328,10 @@ def run(agent: str = "dqn", game: str = "Breakout", mode: str = "quick", overrid
                                      "ewc10": _ours(ewc, game, sizes, anchors=10),
                                      "sb3": _sb3(cfg, game, sizes), "limit": _Limit(cfg, game, sizes)}
     steps = {"plain": sizes.steps, "ewc10": sizes.steps, "sb3": sizes.sb3_steps, "limit": sizes.steps}
+    for name, settings in METHODS.items():
+        method_cfg = _bench_config(agent, sizes, [*(overrides or []), *settings])
+        learners[name] = _AfterAGame(_ours(method_cfg, game, sizes, anchors=0), sizes.warmup)
+        steps[name] = sizes.steps
     bar = tqdm(["throughput", "frame replay", "Fisher", "evaluation"], disable=not progress, unit="part",
                dynamic_ncols=True)
     raw: dict[str, Any] = {}
@@ -323,6 +360,8 @@ def run(agent: str = "dqn", game: str = "Breakout", mode: str = "quick", overrid
         "fisher_ratio_vs_batched_backward": (raw["fisher_states_per_s"]["sampled_hooks"]
                                              / raw["fisher_states_per_s"]["batched_backward"]),
         "eval_share": raw["eval_share"],
+        **{f"throughput_ratio_{name}_vs_plain": raw[f"steps_per_s_{name}"] / raw["steps_per_s_plain"]
+           for name in METHODS},
         "raw": raw,
         "setup": {"mode": mode, "game": game, "agent": agent, "n_envs": cfg.agent.n_envs,
                   "torch_threads": th.get_num_threads(),
@@ -395,6 +434,8 @@ def to_markdown(result: dict[str, Any]) -> str:
               f"{raw['steps_per_s_limit']:.1f}; timed in {setup['sizes']['rounds']} interleaved rounds, whose "
               "rates ranged: " + ", ".join(f"{name} {lo:.0f}–{hi:.0f}" for name, (lo, hi)
                                           in raw["steps_per_s_rounds"].items()) + ".",
+              "Continual methods at their default settings, agent steps/s: " + ", ".join(
+                  f"{name} {raw[f'steps_per_s_{name}']:.1f}" for name in METHODS) + ".",
               f"Fisher, states/s: batched forward+backward {fisher['batched_backward']:.0f}, sampled per-sample "
               f"(hooks) {fisher['sampled_hooks']:.0f}, sampled per-sample (torch.func vmap) "
               f"{fisher['sampled_vmap']:.0f}, exact per-sample (hooks, 18 actions) {fisher['exact_hooks']:.0f}.",

@@ -269,8 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="temperatures of pi = softmax(Q / tau) (default: 1 0.1 0.03 0.01)")
     insp.add_argument("--states", type=_positive_int, default=2_000, metavar="N", help="replay states (default: 2000)")
     insp.add_argument("--estimator", default="sampled", metavar="NAME",
-                      help="the Fisher estimator: sampled, exact or empirical (squared TD-loss gradients, the same "
-                           "for every tau) (default: sampled)")
+                      help="the Fisher estimator: sampled, exact, empirical (squared TD-loss gradients, the same "
+                           "for every tau) or mas (absolute gradients of ||Q||^2, idem) (default: sampled)")
 
     toy = sub.add_parser(
         "toy", help="the EWC paper's supervised check: permuted digits, SGD vs L2 vs EWC, in about a minute",
@@ -503,10 +503,11 @@ def _bench(args: argparse.Namespace) -> int:
 def _inspect_fisher(args: argparse.Namespace) -> int:
     from ewc_rl.diagnose import inspect
     from ewc_rl.envs import canonical_game
-    from ewc_rl.fisher import ESTIMATORS
+    from ewc_rl.fisher import ESTIMATORS, from_replay
 
-    if args.estimator not in ESTIMATORS:
-        raise UsageError(f"--estimator must be one of {', '.join(ESTIMATORS)}; got {args.estimator!r}")
+    replay = [name for name in ESTIMATORS if from_replay(name)]  # SI's path integral needs the training itself
+    if args.estimator not in replay:
+        raise UsageError(f"--estimator must be one of {', '.join(replay)}; got {args.estimator!r}")
     if any(not t > 0 for t in args.tau):
         raise UsageError("--tau values must be > 0")
     print(inspect(args.run, canonical_game(args.game) if args.game else None, args.tau, args.states, args.estimator))

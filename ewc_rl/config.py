@@ -257,6 +257,8 @@ def from_dict(raw: dict[str, Any], *, name: str = "custom", source: str = "<dict
             raise ConfigError(f"{source}: '[{section}]' configures the method '{section}', which 'agent.methods' "
                               f"does not list ({active}); add it there or drop the section")
         cfg.method_settings[section] = sections[section]
+    for method in active:
+        methods[method].check(cfg.section(method), cfg)
     n, freq = cfg.agent.n_envs, cfg.dqn.train_freq
     if freq % n and n % freq:
         raise ConfigError(f"{source}: 'dqn.train_freq' ({freq} agent steps per update) and 'agent.n_envs' ({n}) "

@@ -1,4 +1,5 @@
-"""Diagonal Fisher information of a Q-network's policy, from per-sample gradients.
+"""Diagonal Fisher information of a Q-network's policy, from per-sample gradients; and the other importances
+(MAS, SI) that the quadratic anchor can use in its place.
 
 The policy is pi(a|s) = softmax(Q(s, .) / tau). The Fisher diagonal is the mean over states of the
 *per-sample* squared gradient of log pi(a|s); squaring a minibatch-mean gradient instead gives a
@@ -8,6 +9,9 @@ Estimators:
     sampled    a ~ pi(.|s): F = mean_s (d log pi(a|s))^2           (unbiased, one backward per state)
     exact      F = mean_s sum_a pi(a|s) (d log pi(a|s))^2           (the expectation, A backwards per state)
     empirical  F = mean_s (d TD-loss(s, a, y))^2 at stored actions (the "empirical Fisher")
+    mas        Omega = mean_s |d ||Q(s, .)||^2|                     (Aljundi et al. 2018: output sensitivity)
+    si         Omega = max(omega, 0) / ((theta_end - theta_start)^2 + xi), omega = sum_t -g(t) dtheta(t) over
+               the game's updates (Zenke et al. 2017), accumulated during training by :class:`PathIntegral`
 
 Per-sample squared gradients are computed in one batched forward and backward: forward hooks record each
 layer's input x and output y, one ``autograd.grad`` gives every output gradient gy, and for each sample
@@ -15,7 +19,8 @@ a linear layer's weight gradient is the outer product gy x^T, whose square is (g
 samples as one matrix product; a convolution's is gy (unfolded x)^T, summed over positions, computed as a
 batched matrix product and squared; a LayerNorm's (or ``GroupNorm(1, C)``'s) gain gradient is gy times the
 normalised input, summed over positions. That costs about one ordinary backward pass. Networks with other
-parameterised layers use ``torch.func`` (``vmap`` over ``grad``) instead, several times slower.
+parameterised layers use ``torch.func`` (``vmap`` over ``grad``) instead, several times slower. MAS's sum of
+absolute per-sample gradients comes from the same passes: |gy x^T| = |gy| |x|^T as (gy^2)(x^2)^T does for squares.
 """
 
 from __future__ import annotations
@@ -69,8 +74,15 @@ def hooks_supported(net: nn.Module) -> bool:
     return all(id(p) in covered for p in net.parameters())
 
 
-def _accumulate(total: FisherDict, names: dict[int, str], m: nn.Module, x: Tensor, y: Tensor, gy: Tensor) -> None:
-    """Add this layer's sum over samples of squared per-sample parameter gradients to ``total``."""
+def _magnitude(absolute: bool) -> Callable[[Tensor], Tensor]:
+    """g -> g^2 (Fisher) or |g| (MAS); both are multiplicative, |ab| = |a||b|, which the outer products use."""
+    return torch.abs if absolute else torch.square
+
+
+def _accumulate(total: FisherDict, names: dict[int, str], m: nn.Module, x: Tensor, y: Tensor, gy: Tensor,
+                absolute: bool = False) -> None:
+    """Add this layer's sum over samples of squared (or absolute) per-sample parameter gradients to ``total``."""
+    f = _magnitude(absolute)
     n = gy.shape[0]
     if isinstance(m, GameLayer):
         key = str(m.game)
@@ -82,8 +94,8 @@ def _accumulate(total: FisherDict, names: dict[int, str], m: nn.Module, x: Tenso
             pre = z + bias.view(m._shape)
         g_bias = (gy * gain.view(m._shape)).reshape(n, gy.shape[1], -1).sum(2)
         g_gain = (gy * pre).reshape(n, gy.shape[1], -1).sum(2)
-        total[names[id(bias)]] += g_bias.pow(2).sum(0)
-        total[names[id(gain)]] += g_gain.pow(2).sum(0)
+        total[names[id(bias)]] += f(g_bias).sum(0)
+        total[names[id(gain)]] += f(g_gain).sum(0)
         return
     if isinstance(m, (nn.LayerNorm, nn.GroupNorm)):
         with torch.no_grad():  # the normalised input, the gain's factor
@@ -97,28 +109,29 @@ def _accumulate(total: FisherDict, names: dict[int, str], m: nn.Module, x: Tenso
         else:  # per channel, summed over positions
             g_gain, g_bias = (gy * xhat).reshape(n, gy.shape[1], -1).sum(2), gy.reshape(n, gy.shape[1], -1).sum(2)
         if m.weight is not None:
-            total[names[id(m.weight)]] += g_gain.pow(2).sum(0)
+            total[names[id(m.weight)]] += f(g_gain).sum(0)
         if m.bias is not None:
-            total[names[id(m.bias)]] += g_bias.pow(2).sum(0)
+            total[names[id(m.bias)]] += f(g_bias).sum(0)
         return
     if isinstance(m, nn.Linear):
         if x.dim() == 2:
-            total[names[id(m.weight)]] += gy.pow(2).t() @ x.pow(2)
+            total[names[id(m.weight)]] += f(gy).t() @ f(x)
         else:  # a sequence dimension: per-sample gradients are sums of outer products
             per_sample = torch.bmm(gy.reshape(n, -1, gy.shape[-1]).transpose(1, 2), x.reshape(n, -1, x.shape[-1]))
-            total[names[id(m.weight)]] += per_sample.pow(2).sum(0)
+            total[names[id(m.weight)]] += f(per_sample).sum(0)
         if m.bias is not None:
-            total[names[id(m.bias)]] += gy.reshape(n, -1, gy.shape[-1]).sum(1).pow(2).sum(0)
+            total[names[id(m.bias)]] += f(gy.reshape(n, -1, gy.shape[-1]).sum(1)).sum(0)
         return
     assert isinstance(m, nn.Conv2d)
     cols = F.unfold(x, m.kernel_size, dilation=m.dilation, padding=m.padding, stride=m.stride)  # (N, K, P)
     per_sample = torch.bmm(gy.reshape(n, gy.shape[1], -1), cols.transpose(1, 2))  # (N, C_out, K)
-    total[names[id(m.weight)]] += per_sample.pow(2).sum(0).view_as(m.weight)
+    total[names[id(m.weight)]] += f(per_sample).sum(0).view_as(m.weight)
     if m.bias is not None:
-        total[names[id(m.bias)]] += gy.sum((2, 3)).pow(2).sum(0)
+        total[names[id(m.bias)]] += f(gy.sum((2, 3))).sum(0)
 
 
-def _hooks_sq_grad_sum(net: nn.Module, loss_fn: LossFn, inputs: tuple[Tensor, ...], chunk_size: int) -> FisherDict:
+def _hooks_sq_grad_sum(net: nn.Module, loss_fn: LossFn, inputs: tuple[Tensor, ...], chunk_size: int,
+                       absolute: bool = False) -> FisherDict:
     names = {id(p): name for name, p in net.named_parameters()}
     total = {name: torch.zeros_like(p) for name, p in net.named_parameters()}
     records: list[tuple[nn.Module, Tensor, Tensor]] = []
@@ -137,14 +150,15 @@ def _hooks_sq_grad_sum(net: nn.Module, loss_fn: LossFn, inputs: tuple[Tensor, ..
                                                 allow_unused=True)
                     for (m, x, y), gy in zip(records, grads, strict=True):
                         if gy is not None:
-                            _accumulate(total, names, m, x.detach(), y.detach(), gy)
+                            _accumulate(total, names, m, x.detach(), y.detach(), gy, absolute)
     finally:
         for h in handles:
             h.remove()
     return total
 
 
-def _vmap_sq_grad_sum(net: nn.Module, loss_fn: LossFn, inputs: tuple[Tensor, ...], chunk_size: int) -> FisherDict:
+def _vmap_sq_grad_sum(net: nn.Module, loss_fn: LossFn, inputs: tuple[Tensor, ...], chunk_size: int,
+                      absolute: bool = False) -> FisherDict:
     params = {k: v.detach() for k, v in net.named_parameters()}
     buffers = {k: v.detach() for k, v in net.named_buffers()}
     total = {k: torch.zeros_like(v) for k, v in params.items()}
@@ -158,15 +172,15 @@ def _vmap_sq_grad_sum(net: nn.Module, loss_fn: LossFn, inputs: tuple[Tensor, ...
         for start in range(0, len(inputs[0]), chunk_size):
             grads = per_sample(params, *(x[start:start + chunk_size] for x in inputs))
             for name, g in grads.items():
-                total[name] += g.pow(2).sum(0)
+                total[name] += _magnitude(absolute)(g).sum(0)
     return total
 
 
 def _per_sample_sq_grad_sum(q_net: nn.Module, loss_fn: LossFn, inputs: tuple[Tensor, ...], chunk_size: int,
-                            method: str = "auto") -> FisherDict:
-    """Sum over samples (and loss terms) of the squared per-sample gradient of ``loss_fn``."""
+                            method: str = "auto", absolute: bool = False) -> FisherDict:
+    """Sum over samples (and loss terms) of the squared (``absolute``: absolute) per-sample gradient of ``loss_fn``."""
     use_hooks = method == "hooks" or (method == "auto" and hooks_supported(q_net))
-    return (_hooks_sq_grad_sum if use_hooks else _vmap_sq_grad_sum)(q_net, loss_fn, inputs, chunk_size)
+    return (_hooks_sq_grad_sum if use_hooks else _vmap_sq_grad_sum)(q_net, loss_fn, inputs, chunk_size, absolute)
 
 
 def sampled_fisher(q_net: nn.Module, obs: Tensor, actions: Tensor, tau: float = 1.0, chunk_size: int = 32,
@@ -201,6 +215,64 @@ def empirical_fisher(q_net: nn.Module, obs: Tensor, actions: Tensor, td_targets:
     return {k: v / len(obs) for k, v in total.items()}
 
 
+def mas_importance(q_net: nn.Module, obs: Tensor, chunk_size: int = 32, method: str = "auto") -> FisherDict:
+    """mean_s |d ||Q(s, .)||^2|: MAS's sensitivity of the squared L2 norm of the output (Aljundi et al. 2018)."""
+    def squared_norm(q: Tensor) -> Tensor:
+        return q.pow(2).sum(1, keepdim=True)
+
+    total = _per_sample_sq_grad_sum(q_net, squared_norm, (obs,), chunk_size, method, absolute=True)
+    return {k: v / len(obs) for k, v in total.items()}
+
+
+class PathIntegral:
+    """SI's importance (Zenke et al. 2017), accumulated online over one game's updates.
+
+    omega_i = sum_t -g_i(t) (theta_i(t+1) - theta_i(t)), with g the training loss's gradient before the update;
+    at the end Omega_i = max(omega_i, 0) / ((theta_i(end) - theta_i(start))^2 + xi). Negative path integrals (the
+    loss rose along that coordinate) are clipped to 0 so that the quadratic anchor stays convex. Four passes over
+    the parameters per update, in foreach kernels.
+    """
+
+    def __init__(self, damping: float = 1e-3) -> None:
+        self.damping = damping
+        self.start_params: list[Tensor] = []
+        self.previous: list[Tensor] = []
+        self.omega: list[Tensor] = []
+        self.grad: list[Tensor] = []
+
+    def start(self, params: dict[str, Tensor]) -> None:
+        """A game's training begins at ``params``."""
+        thetas = [p.detach() for p in params.values()]
+        self.start_params = [t.clone() for t in thetas]
+        self.previous = [t.clone() for t in thetas]
+        self.omega = [torch.zeros_like(t) for t in thetas]
+        self.grad = [torch.zeros_like(t) for t in thetas]
+
+    def record_gradient(self, params: dict[str, Tensor]) -> None:
+        """The update's gradient g(t), read from ``.grad`` before anything else is added to it."""
+        torch._foreach_copy_(self.grad, [p.grad for p in params.values()])  # type: ignore[arg-type]
+
+    def record_step(self, params: dict[str, Tensor]) -> None:
+        """The optimiser has moved the parameters: omega -= g(t) * (theta(t+1) - theta(t))."""
+        thetas = [p.detach() for p in params.values()]
+        delta = torch._foreach_sub(thetas, self.previous)
+        torch._foreach_addcmul_(self.omega, self.grad, delta, value=-1.0)
+        torch._foreach_copy_(self.previous, thetas)
+
+    def importance(self, params: dict[str, Tensor]) -> FisherDict:
+        """Omega at the current parameters (the end of the game)."""
+        return {n: w.clamp_min(0) / ((p.detach() - s).pow(2) + self.damping)
+                for (n, p), w, s in zip(params.items(), self.omega, self.start_params, strict=True)}
+
+    def state_dict(self) -> dict[str, list[Tensor]]:
+        return {"start": self.start_params, "previous": self.previous, "omega": self.omega}
+
+    def load_state_dict(self, state: dict[str, list[Tensor]], device: torch.device | str) -> None:
+        self.start_params, self.previous, self.omega = ([t.to(device) for t in state[k]]
+                                                        for k in ("start", "previous", "omega"))
+        self.grad = [torch.zeros_like(t) for t in self.omega]
+
+
 # -- the estimators by name ------------------------------------------------------------------------------
 # Each takes the Q-network, a batch of replay transitions (``observations``, ``actions``), the temperature, the
 # chunk size, a seeded generator (for the sampled actions) and a callable giving the TD targets of the batch
@@ -225,13 +297,28 @@ def _empirical(q_net: nn.Module, data: Any, tau: float, chunk_size: int, generat
                             chunk_size)
 
 
-ESTIMATORS: dict[str, Callable[..., FisherDict]] = {"sampled": _sampled, "exact": _exact, "empirical": _empirical}
+def _mas(q_net: nn.Module, data: Any, tau: float, chunk_size: int, generator: torch.Generator,
+         td_targets: TdTargets) -> FisherDict:
+    return mas_importance(q_net, data.observations, chunk_size)
+
+
+# Every importance the quadratic anchor accepts (penalty.fisher), by name. None: not computed from replay states at
+# the segment's end but accumulated while the game trains (SI, :class:`PathIntegral`, driven by the anchor's hooks).
+ESTIMATORS: dict[str, Callable[..., FisherDict] | None] = {
+    "sampled": _sampled, "exact": _exact, "empirical": _empirical, "mas": _mas, "si": None}
+
+
+def from_replay(estimator: str) -> bool:
+    """Whether ``estimator`` is computed from replay states (every one but SI's path integral)."""
+    return ESTIMATORS[estimator] is not None
 
 
 def estimate(estimator: str, q_net: nn.Module, data: Any, td_targets: TdTargets, *, tau: float = 1.0,
              chunk_size: int = 32, seed: int = 0) -> FisherDict:
     """The Fisher ``estimator`` (a key of :data:`ESTIMATORS`) of ``q_net`` over the transitions ``data``."""
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"unknown Fisher estimator {estimator!r}; known: {', '.join(ESTIMATORS)}")
+    fn = ESTIMATORS.get(estimator)
+    if fn is None:
+        known = ", ".join(k for k in ESTIMATORS if from_replay(k))
+        raise ValueError(f"{estimator!r} is not an importance computed from replay states; known: {known}")
     generator = torch.Generator(device=data.observations.device).manual_seed(seed)
-    return ESTIMATORS[estimator](q_net, data, tau, chunk_size, generator, td_targets)
+    return fn(q_net, data, tau, chunk_size, generator, td_targets)

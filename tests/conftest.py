@@ -81,3 +81,51 @@ def temp_dir_left_as_found(tmp_path_factory):
         left = sorted(p.name for p in sandbox.iterdir())
         shutil.rmtree(sandbox, ignore_errors=True)
     assert not left, f"the tests left {len(left)} entries in the temporary directory: {', '.join(left[:5])}"
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test (tiny networks: a second thread only contends on a loaded machine)."""
+    before = th.get_num_threads()
+    th.set_num_threads(1)
+    yield
+    th.set_num_threads(before)
+
+
+OFFSETS = {"A": 0, "B": 80, "C": 160}  # episodes of 5 steps: each game's pixel values lie in its own range
+
+
+def game_of(obs: th.Tensor) -> str:
+    """Which of the games of :data:`OFFSETS` an observation of :func:`sequence_agent`'s environments comes from."""
+    value = int(obs.flatten()[0])
+    return next(g for g, off in sorted(OFFSETS.items(), key=lambda kv: -kv[1]) if value >= off)
+
+
+def sequence_agent(methods: list, tmp_path, **kw):
+    """A ContinualDQN with the MinAtar network and per-game layers for the games A, B, C of :data:`OFFSETS`."""
+    from stable_baselines3.common.logger import configure
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from ewc_rl import networks
+    from ewc_rl.agent import ContinualDQN
+
+    policy, policy_kwargs = networks.policy("minatar", len(OFFSETS))
+    args = dict(learning_starts=20, buffer_size=500, batch_size=16, train_freq=1, learning_rate=1e-2,
+                target_update_interval=20, seed=0, device="cpu", policy_kwargs=policy_kwargs, games=list(OFFSETS))
+    agent = ContinualDQN(policy, DummyVecEnv([lambda: TinyImageEnv(length=5)]), methods=methods, **(args | kw))
+    agent.set_logger(configure(str(tmp_path / "log"), []))
+    return agent
+
+
+def train_game(agent, game: str, steps: int = 60, end: bool = True) -> None:
+    """Train ``game`` for ``steps`` steps; with ``end``, run the methods' segment end and free its replay."""
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from ewc_rl.methods import SegmentEnd
+
+    env = DummyVecEnv([lambda: TinyImageEnv(length=5, seed_offset=OFFSETS[game])])
+    agent.begin_segment(env, game, steps)
+    agent.learn(steps, reset_num_timesteps=False, log_interval=None)
+    if end:
+        for method in agent.methods:
+            method.on_segment_end(agent, SegmentEnd(game, list(OFFSETS).index(game), last=False, seed=0))
+        agent.end_segment(game, keep_replay=False)

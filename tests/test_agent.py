@@ -110,7 +110,7 @@ def test_fisher_from_replay_for_each_estimator():
     agent.begin_segment(agent.env, "A", 60)
     agent.learn(60, reset_num_timesteps=False, log_interval=None)
     names = {n for n, _ in agent.q_net.named_parameters()}
-    for estimator in ("sampled", "exact", "empirical"):
+    for estimator in ("sampled", "exact", "empirical", "mas"):
         f = agent.estimate_fisher(estimator, n_states=20, chunk_size=7)
         assert set(f) == names
         assert all(th.isfinite(v).all() and (v >= 0).all() for v in f.values())

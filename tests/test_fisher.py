@@ -12,15 +12,15 @@ from tests.conftest import tiny_qnet
 TAU = 0.7
 
 
-def _loop_sq_grads(net, losses_fn, n):
-    """sum_i (d loss_i)^2, one autograd.grad call per sample (the slow, obviously right way)."""
+def _loop_sq_grads(net, losses_fn, n, magnitude=th.square):
+    """mean_i (d loss_i)^2 (or another magnitude), one autograd.grad call per sample (the slow, obviously right way)."""
     params = list(net.parameters())
     total = [th.zeros_like(p) for p in params]
     for i in range(n):
         grads = th.autograd.grad(losses_fn(i), params, allow_unused=True)  # unused: another game's b and g
         for t, g in zip(total, grads, strict=True):
             if g is not None:
-                t += g**2
+                t += magnitude(g)
     return {name: t / n for (name, _), t in zip(net.named_parameters(), total, strict=True)}
 
 
@@ -73,6 +73,21 @@ def test_empirical_matches_per_sample_loop(setup, method):
     _assert_close(got, want)
 
 
+@pytest.mark.parametrize("method", ["hooks", "vmap"])
+def test_mas_matches_per_sample_loop(setup, method):
+    """MAS: the mean over states of the absolute gradient of ||Q(s)||^2, not of its square nor of a batch mean."""
+    net, obs = setup
+    got = fisher.mas_importance(net, obs, chunk_size=5, method=method)
+    want = _loop_sq_grads(net, lambda i: net(obs[i:i + 1]).pow(2).sum(), len(obs), magnitude=th.abs)
+    _assert_close(got, want)
+
+
+def test_si_is_not_computed_from_replay_states():
+    assert not fisher.from_replay("si") and all(fisher.from_replay(k) for k in fisher.ESTIMATORS if k != "si")
+    with pytest.raises(ValueError, match="not an importance computed from replay states"):
+        fisher.estimate("si", tiny_qnet(), None, lambda d: d)
+
+
 def test_sampled_is_unbiased_for_exact(setup):
     """Averaged over many action draws, the sampled estimator approaches the exact one."""
     net, obs = setup
@@ -113,7 +128,7 @@ def _per_game_net():
     return th.nn.Sequential(body, th.nn.Linear(6, 4))
 
 
-@pytest.mark.parametrize("estimator", ["sampled", "exact", "empirical"])
+@pytest.mark.parametrize("estimator", ["sampled", "exact", "empirical", "mas"])
 def test_per_game_layers_match_per_sample_loop(estimator):
     net = _per_game_net()
     assert fisher.hooks_supported(net)
@@ -127,6 +142,9 @@ def test_per_game_layers_match_per_sample_loop(estimator):
         targets = th.randn(len(obs), generator=th.Generator().manual_seed(6))
         got = fisher.empirical_fisher(net, obs, actions, targets, chunk_size=4)
         want = _loop_sq_grads(net, lambda i: F.smooth_l1_loss(net(obs[i:i + 1])[0, actions[i]], targets[i]), len(obs))
+    elif estimator == "mas":
+        got = fisher.mas_importance(net, obs, chunk_size=4)
+        want = _loop_sq_grads(net, lambda i: net(obs[i:i + 1]).pow(2).sum(), len(obs), magnitude=th.abs)
     else:
         got = fisher.exact_fisher(net, obs, TAU, chunk_size=4)
         want = fisher.exact_fisher(net, obs, TAU, chunk_size=4, method="vmap")
@@ -182,3 +200,76 @@ def test_layer_norm_and_crelu_networks_take_the_fast_path_and_match_per_sample_l
     inactive = {n for n in want if n.endswith(".0") and "game_" in n}
     _assert_close({n: v for n, v in got.items() if n not in inactive},
                   {n: v for n, v in want.items() if n not in inactive})
+
+def test_si_through_the_anchor_hooks_matches_the_closed_form_on_a_quadratic():
+    """Gradient descent on L = h/2 (theta - c)^2 per coordinate, with an EWC anchor already active, driven through
+    the anchor's hooks as ContinualDQN.train drives them. With H = h + lambda A and m the minimum of L + penalty,
+    theta_t - m = r^t d (r = 1 - eta H, d = theta_0 - m); SI's path integral of the task loss's gradient is
+
+        omega = sum_t -h (theta_t - c) (theta_{t+1} - theta_t) = eta H h (d^2 S2 + (m - c) d S1),
+        S1 = sum_t r^t, S2 = sum_t r^2t,  and  Omega = omega / ((theta_T - theta_0)^2 + xi).
+
+    Recording the gradient after the penalty's was added (or not at all) gives a different omega."""
+    from types import SimpleNamespace
+
+    from ewc_rl.methods.anchor import AnchorSettings, QuadraticAnchor
+
+    eta, steps, xi, lam = 0.05, 40, 1e-3, 2.0
+    h = th.tensor([1.0, 3.0, 0.5], dtype=th.float64)
+    c = th.tensor([2.0, -1.0, 0.5], dtype=th.float64)
+    fisher_a, mu = th.tensor([0.5, 0.0, 2.0], dtype=th.float64), th.tensor([0.0, 1.0, -1.0], dtype=th.float64)
+    theta = th.nn.Parameter(th.tensor([0.0, 0.0, 3.0], dtype=th.float64))
+    params = {"w": theta}
+    anchor = QuadraticAnchor(AnchorSettings(kind="ewc", lam=lam, fisher="si", si_damping=xi))
+    anchor.penalty.consolidate("earlier", {"w": mu}, {"w": fisher_a})
+    anchor.penalty.A["w"], anchor.penalty.mu["w"] = fisher_a, mu  # keep float64 for the comparison
+    anchor.penalty._lam_a["w"] = lam * fisher_a
+    agent = SimpleNamespace(num_timesteps=0, segment_start=0, shared_parameters=lambda: params)
+    optimizer = th.optim.SGD([theta], lr=eta)
+    anchor.on_segment_start(agent, "B")  # type: ignore[arg-type]
+    start = theta.detach().clone()
+    for _ in range(steps):
+        optimizer.zero_grad()
+        (0.5 * h * (theta - c) ** 2).sum().backward()  # the task loss; the anchor adds its penalty's gradient
+        anchor.on_gradients(agent, params, log=False)  # type: ignore[arg-type]
+        optimizer.step()
+        anchor.after_step(agent)  # type: ignore[arg-type]
+    H = h + lam * fisher_a
+    m = (h * c + lam * fisher_a * mu) / H
+    r, d = 1 - eta * H, start - m
+    s1, s2 = (1 - r**steps) / (1 - r), (1 - r ** (2 * steps)) / (1 - r**2)
+    omega = eta * H * h * (d**2 * s2 + (m - c) * d * s1)
+    end = m + r**steps * d
+    th.testing.assert_close(theta.detach(), end)
+    want = omega.clamp_min(0) / ((end - start) ** 2 + xi)
+    th.testing.assert_close(anchor.path.importance(params)["w"], want, rtol=1e-9, atol=1e-12)
+    assert (want > 0).all()
+
+
+def test_si_path_integral_survives_a_checkpoint_inside_a_segment():
+    """A segment resumed from a checkpoint keeps its restored path integral; a new segment starts a new one."""
+    from types import SimpleNamespace
+
+    from ewc_rl.methods.anchor import AnchorSettings, QuadraticAnchor
+
+    theta = th.nn.Parameter(th.tensor([1.0, 2.0]))
+    params = {"w": theta}
+    settings = AnchorSettings(kind="ewc", fisher="si")
+    anchor = QuadraticAnchor(settings)
+    agent = SimpleNamespace(num_timesteps=100, segment_start=100, shared_parameters=lambda: params)
+    anchor.on_segment_start(agent, "A")  # type: ignore[arg-type]
+    theta.grad = th.tensor([1.0, -1.0])
+    anchor.on_gradients(agent, params, log=False)  # type: ignore[arg-type]
+    with th.no_grad():
+        theta -= 0.1 * theta.grad
+    anchor.after_step(agent)  # type: ignore[arg-type]
+    saved = anchor.state_dict()
+    resumed = QuadraticAnchor(settings)
+    resumed.load_state_dict(saved, "cpu")
+    agent.num_timesteps = 150  # inside the segment that began at step 100
+    resumed.on_segment_start(agent, "A")  # type: ignore[arg-type]
+    th.testing.assert_close(resumed.path.omega[0], th.tensor([0.1, 0.1]))
+    th.testing.assert_close(resumed.path.importance(params)["w"], anchor.path.importance(params)["w"])
+    agent.segment_start = 150  # the next segment
+    resumed.on_segment_start(agent, "B")  # type: ignore[arg-type]
+    assert float(resumed.path.omega[0].abs().sum()) == 0.0

@@ -230,3 +230,9 @@ def test_a_new_method_is_one_module_plus_registration(toy_method, tmp_path, monk
     summary = json.loads((logdir / "ewc-and-qnorm" / "seed-0" / "summary.json").read_text())
     assert summary["complete"] and summary["settings"]["qnorm"] == {"weight": 0.1}
     assert summary["settings"]["agent"]["methods"] == ["penalty", "qnorm"]
+
+
+@pytest.mark.parametrize("importance", ["si", "mas"])
+def test_the_anchor_with_si_or_mas_importances_resumes_exactly(importance, tmp_path, monkeypatch):
+    check_exact_resume("penalty", tmp_path, monkeypatch, {"kind": "ewc", "lambda": 10.0, "fisher": importance,
+                                                          "fisher_states": 16, "fisher_batch_size": 8})

@@ -4,8 +4,10 @@ A *method* is anything that helps keep earlier games or learn new ones: a quadra
 rehearsal, a functional anchor, an optimiser or layer reset, ReDo. The learner and the trainer call its hooks at
 fixed points of a run; a method overrides only those it needs:
 
+    check(settings, cfg)               the agent file is loaded: refuse settings of other sections it cannot run with
     setup(agent)                       once the learner exists (and again after ``load``)
     on_segment_start(agent, game)      a game's segment begins (also when a segment is resumed)
+    batch_share(agent, batch_size)     how many of each update's samples the method supplies itself (rehearsal)
     loss(agent, batch)                 a term added to the TD loss before backward (sees the batch, both networks)
     on_gradients(agent, params, log)   after backward, before clipping: add to ``.grad`` directly
     after_step(agent)                  after the optimiser step (path integrals, periodic resets)
@@ -74,6 +76,11 @@ class Method:
     # -- before a run: what --dry-run prints ---------------------------------------------------------
 
     @classmethod
+    def check(cls, settings: Any, cfg: Config) -> None:
+        """Raise :class:`ewc_rl.config.ConfigError` (one line, naming the keys) for a combination with other
+        sections that the method cannot run with; called when an agent file is loaded."""
+
+    @classmethod
     def describe(cls, settings: Any, cfg: Config, schedule: list[Segment]) -> list[str]:
         """Lines for the plan (``train --dry-run``): what the method will do and what it costs."""
         return []
@@ -90,6 +97,12 @@ class Method:
 
     def on_segment_start(self, agent: ContinualDQN, game: str) -> None:
         """A segment of ``game`` begins, or resumes."""
+
+    def batch_share(self, agent: ContinualDQN, batch_size: int) -> int:
+        """How many of an update's ``batch_size`` samples this method supplies itself, scored in its :meth:`loss`
+        as a sum over them divided by ``batch_size``; the current game's replay supplies the rest, and its TD loss
+        is weighted by its share, so that the update's loss is the mean over one mixed batch."""
+        return 0
 
     def loss(self, agent: ContinualDQN, batch: ReplayBufferSamples) -> th.Tensor | None:
         """A differentiable term added to the TD loss of this update, or None."""

@@ -4,6 +4,12 @@ At the end of every segment but the last, once the game has been trained ``conso
 steps, it estimates the Fisher of the current network over ``fisher_states`` states of the game's replay
 (:mod:`ewc_rl.fisher`) and anchors the merged quadratic of :mod:`ewc_rl.penalty` at the current parameters.
 During training it adds the penalty's gradient to the TD loss's directly (no autograd graph for the penalty).
+
+The importance need not be a Fisher: ``fisher`` names any estimator of :data:`ewc_rl.fisher.ESTIMATORS`, MAS's
+output sensitivity from the same replay states, or SI's path integral, which is accumulated during the game through
+this method's ``on_gradients`` and ``after_step`` hooks. SI and MAS are importances of this anchor, not methods of
+their own, because they differ from EWC only there: every kind (per-game anchors, one online anchor) and the merged
+O(parameters) penalty then serve them unchanged.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ class AnchorSettings:
     normalize: bool = setting(False)
     fisher_batch_size: int = setting(32, min=1)
     consolidate_after_steps: int = setting(0, min=0)
+    si_damping: float = setting(1e-3, above=0)  # xi of SI's importance (fisher = "si")
 
 
 @register
@@ -54,6 +61,10 @@ class QuadraticAnchor(Method):
         super().__init__(settings)
         s = self.settings
         self.penalty = penalty if penalty is not None else Penalty(s.kind, s.lam, s.decay, s.normalize)
+        # SI's importance is accumulated during training, every other one computed at the segment's end
+        self.path = (fisher_lib.PathIntegral(s.si_damping)
+                     if self.penalty.needs_fisher and not fisher_lib.from_replay(s.fisher) else None)
+        self._params: dict[str, th.nn.Parameter] = {}
 
     @classmethod
     def describe(cls, settings: AnchorSettings, cfg: Config, schedule: list[Segment]) -> list[str]:
@@ -61,7 +72,8 @@ class QuadraticAnchor(Method):
             return []
         after = (f", each game anchored once trained {settings.consolidate_after_steps:,} steps"
                  if settings.consolidate_after_steps else "")
-        return [f"penalty: {settings.kind}, lambda {settings.lam:g}{after}"]
+        importance = f", importance {settings.fisher}" if settings.kind in ("ewc", "online-ewc") else ""
+        return [f"penalty: {settings.kind}, lambda {settings.lam:g}{importance}{after}"]
 
     @classmethod
     def warnings(cls, settings: AnchorSettings, cfg: Config, schedule: list[Segment]) -> list[str]:
@@ -72,9 +84,20 @@ class QuadraticAnchor(Method):
                     "penalty.consolidate_after_steps"]
         return []
 
+    def on_segment_start(self, agent: ContinualDQN, game: str) -> None:
+        self._params = agent.shared_parameters()
+        if self.path is not None and (agent.num_timesteps == agent.segment_start or not self.path.omega):
+            self.path.start(self._params)  # a resumed segment keeps its restored integral
+
     def on_gradients(self, agent: ContinualDQN, params: dict[str, th.nn.Parameter], log: bool) -> dict[str, float]:
+        if self.path is not None:
+            self.path.record_gradient(params)  # before the penalty's own gradient
         value = self.penalty.add_gradient(params, value=log)
         return {} if value is None else {"penalty": value}
+
+    def after_step(self, agent: ContinualDQN) -> None:
+        if self.path is not None:
+            self.path.record_step(self._params)
 
     def objective(self, agent: ContinualDQN, batch: ReplayBufferSamples) -> th.Tensor:
         return self.penalty(agent.shared_parameters())
@@ -90,7 +113,9 @@ class QuadraticAnchor(Method):
             agent.logger.dump(agent.num_timesteps)
             return
         fisher = None
-        if self.penalty.needs_fisher:
+        if self.path is not None:
+            fisher = self.path.importance(agent.shared_parameters())
+        elif self.penalty.needs_fisher:
             end.status(f"Fisher ({s.fisher}, {s.fisher_states} states)")
             fisher = agent.estimate_fisher(s.fisher, s.fisher_states, s.tau, s.fisher_batch_size,
                                            seed=end.seed * 7919 + end.index)
@@ -103,7 +128,12 @@ class QuadraticAnchor(Method):
         self.penalty.consolidate(game, agent.shared_parameters(), fisher)
 
     def state_dict(self) -> dict[str, Any]:
-        return self.penalty.state_dict()
+        state = self.penalty.state_dict()
+        if self.path is not None:
+            state["path"] = self.path.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any], device: Any) -> None:
         self.penalty.load_state_dict(state, device)
+        if self.path is not None and "path" in state:
+            self.path.load_state_dict(state["path"], device)
