@@ -53,10 +53,21 @@ class ContinualDQN(DQN):
     (``methods=[QuadraticAnchor(penalty=penalty)]``), as SB3 users write ``DQN("MlpPolicy", env, ...)``.
     """
 
-    def __init__(self, policy: Any, env: Any, *, methods: list[Method] | None = None, penalty: Penalty | None = None,
-                 double_dqn: bool = False, per_game_replay: bool = True, skip_nonfinite: bool = False,
-                 games: list[str] | None = None, epsilon_per: str = "segment", epsilon_decay_steps: int = 1_000_000,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        policy: Any,
+        env: Any,
+        *,
+        methods: list[Method] | None = None,
+        penalty: Penalty | None = None,
+        double_dqn: bool = False,
+        per_game_replay: bool = True,
+        skip_nonfinite: bool = False,
+        games: list[str] | None = None,
+        epsilon_per: str = "segment",
+        epsilon_decay_steps: int = 1_000_000,
+        **kwargs: Any,
+    ) -> None:
         if methods is not None and penalty is not None:
             raise ValueError("give methods or penalty, not both")
         self.methods: list[Method] = methods if methods is not None else [QuadraticAnchor(penalty=penalty)]
@@ -82,8 +93,9 @@ class ContinualDQN(DQN):
         super()._setup_model()
         # SB3 switches every module's train/eval mode on each predict and each train() call; that is pure cost
         # (about 5% of MinAtar training) unless some layer behaves differently in the two modes.
-        self._mode_matters = any(isinstance(m, (th.nn.Dropout, th.nn.modules.batchnorm._BatchNorm))
-                                 for m in self.policy.modules())
+        self._mode_matters = any(
+            isinstance(m, (th.nn.Dropout, th.nn.modules.batchnorm._BatchNorm)) for m in self.policy.modules()
+        )
         for method in self.methods:
             method.setup(self)
 
@@ -127,7 +139,8 @@ class ContinualDQN(DQN):
             else:  # a kept or restored memory: only what is left of the game's first warm-up
                 self.replay_buffer = memory
                 self.learning_starts = self.segment_start + max(
-                    0, self.base_learning_starts - self.game_steps.get(game, 0))
+                    0, self.base_learning_starts - self.game_steps.get(game, 0)
+                )
         else:
             trained = sum(self.game_steps.values()) + self.num_timesteps - self.segment_start
             self.learning_starts = self.num_timesteps + max(0, self.base_learning_starts - trained)
@@ -166,8 +179,13 @@ class ContinualDQN(DQN):
     def _new_replay_buffer(self) -> ReplayBuffer:
         assert self.replay_buffer_class is not None
         return self.replay_buffer_class(
-            self.buffer_size, self.observation_space, self.action_space, device=self.device,
-            n_envs=self.n_envs, optimize_memory_usage=self.optimize_memory_usage, **self.replay_buffer_kwargs,
+            self.buffer_size,
+            self.observation_space,
+            self.action_space,
+            device=self.device,
+            n_envs=self.n_envs,
+            optimize_memory_usage=self.optimize_memory_usage,
+            **self.replay_buffer_kwargs,
         )
 
     def _on_step(self) -> None:
@@ -178,8 +196,9 @@ class ContinualDQN(DQN):
             polyak_update(self.batch_norm_stats, self.batch_norm_stats_target, 1.0)
         self.exploration_rate = self._epsilon()
 
-    def predict(self, observation: Any, state: Any = None, episode_start: np.ndarray | None = None,
-                deterministic: bool = False) -> tuple[np.ndarray, Any]:
+    def predict(
+        self, observation: Any, state: Any = None, episode_start: np.ndarray | None = None, deterministic: bool = False
+    ) -> tuple[np.ndarray, Any]:
         """Epsilon-greedy with one coin per environment.
 
         SB3's ``DQN.predict`` flips one coin for the whole batch, so with ``n_envs > 1`` all environments would
@@ -256,15 +275,17 @@ class ContinualDQN(DQN):
         """The Q-network's parameters that every game uses: those the penalty and the Fisher cover."""
         return {n: p for n, p in self.q_net.named_parameters() if not networks.is_per_game(n)}
 
-    def estimate_fisher(self, estimator: str, n_states: int, tau: float = 1.0, chunk_size: int = 32,
-                        seed: int = 0) -> dict[str, th.Tensor]:
+    def estimate_fisher(
+        self, estimator: str, n_states: int, tau: float = 1.0, chunk_size: int = 32, seed: int = 0
+    ) -> dict[str, th.Tensor]:
         """The diagonal Fisher of the current Q-network over ``n_states`` states of the current replay."""
         assert self.replay_buffer is not None, "no replay memory to take Fisher states from"
         data = sample_transitions(self.replay_buffer, n_states, np.random.default_rng(seed))
         was_training = self.policy.training
         self.policy.set_training_mode(False)
-        fisher = fisher_lib.estimate(estimator, self.q_net, data, self.td_targets, tau=tau, chunk_size=chunk_size,
-                                     seed=seed)
+        fisher = fisher_lib.estimate(
+            estimator, self.q_net, data, self.td_targets, tau=tau, chunk_size=chunk_size, seed=seed
+        )
         self.policy.set_training_mode(was_training)
         return {n: f for n, f in fisher.items() if not networks.is_per_game(n)}
 
@@ -276,17 +297,29 @@ class ContinualDQN(DQN):
 
     # -- checkpoints ---------------------------------------------------------------------------------
 
-    _COUNTERS = ("num_timesteps", "_n_calls", "_n_updates", "_episode_num", "learning_starts", "segment_start",
-                 "segment_steps", "skipped_updates")
+    _COUNTERS = (
+        "num_timesteps",
+        "_n_calls",
+        "_n_updates",
+        "_episode_num",
+        "learning_starts",
+        "segment_start",
+        "segment_steps",
+        "skipped_updates",
+    )
 
-    def checkpoint_state(self, with_replay: bool) -> tuple[dict[str, Any], dict[str, Any],
-                                                           dict[str, dict[str, np.ndarray]]]:
+    def checkpoint_state(
+        self, with_replay: bool
+    ) -> tuple[dict[str, Any], dict[str, Any], dict[str, dict[str, np.ndarray]]]:
         """(JSON values, tensors, replay arrays) describing the learner completely."""
         meta: dict[str, Any] = {k: int(getattr(self, k)) for k in self._COUNTERS}
         meta["game_steps"] = dict(self.game_steps)
         meta["action_space_rng"] = self.action_space.np_random.bit_generator.state
-        tensors = {"policy": self.policy.state_dict(), "optimizer": self.policy.optimizer.state_dict(),
-                   "methods": {m.name: m.state_dict() for m in self.methods}}
+        tensors = {
+            "policy": self.policy.state_dict(),
+            "optimizer": self.policy.optimizer.state_dict(),
+            "methods": {m.name: m.state_dict() for m in self.methods},
+        }
         replays: dict[str, dict[str, np.ndarray]] = {}
         if with_replay:
             if self.replay_buffer is not None:
@@ -295,8 +328,13 @@ class ContinualDQN(DQN):
                 replays[f"kept/{game}"] = buffer_state(buffer)
         return meta, tensors, replays
 
-    def restore_checkpoint(self, meta: dict[str, Any], tensors: dict[str, Any],
-                           replays: dict[str, dict[str, np.ndarray]], current_game: str | None) -> None:
+    def restore_checkpoint(
+        self,
+        meta: dict[str, Any],
+        tensors: dict[str, Any],
+        replays: dict[str, dict[str, np.ndarray]],
+        current_game: str | None,
+    ) -> None:
         """Inverse of :meth:`checkpoint_state`; ``current_game`` receives the ``current`` replay memory."""
         for k in self._COUNTERS:
             setattr(self, k, meta[k])
@@ -309,8 +347,10 @@ class ContinualDQN(DQN):
         saved = tensors["optimizer"]
         optimizer.load_state_dict({**saved, "param_groups": [g | flags for g in saved["param_groups"]]})
         if sorted(tensors["methods"]) != sorted(m.name for m in self.methods):
-            raise ValueError(f"the checkpoint holds the methods {sorted(tensors['methods'])}, this agent runs "
-                             f"{sorted(m.name for m in self.methods)}")
+            raise ValueError(
+                f"the checkpoint holds the methods {sorted(tensors['methods'])}, this agent runs "
+                f"{sorted(m.name for m in self.methods)}"
+            )
         for method in self.methods:
             method.load_state_dict(tensors["methods"][method.name], self.device)
         self.kept_replays = {}
@@ -328,8 +368,10 @@ def replay_class(cfg: Config, game: str) -> type[BaseBuffer] | None:
     stacked = envs.suite(game) == "atari" and cfg.env.frame_stack > 1 and cfg.dqn.n_steps == 1
     kind = cfg.agent.replay if cfg.agent.replay != "auto" else ("frames" if stacked else "sb3")
     if kind == "frames" and not stacked:
-        raise UsageError("agent.replay = 'frames' needs stacked Atari frames (env.frame_stack > 1) and "
-                         "dqn.n_steps = 1; use 'auto' or 'sb3'")
+        raise UsageError(
+            "agent.replay = 'frames' needs stacked Atari frames (env.frame_stack > 1) and "
+            "dqn.n_steps = 1; use 'auto' or 'sb3'"
+        )
     return FrameReplayBuffer if kind == "frames" else None
 
 
@@ -342,18 +384,32 @@ def make_agent(cfg: Config, env: VecEnv, games: list[str], *, seed: int, device:
     """
     c = cfg
     network = networks.resolve(c.agent.network, envs.suite(games[0]))
-    policy, policy_kwargs = networks.policy(network, len(games) if c.agent.per_game_layers else 0,
-                                            heads=len(games) if c.agent.per_game_head else 0,
-                                            activation=c.agent.activation, layer_norm=c.agent.layer_norm)
+    policy, policy_kwargs = networks.policy(
+        network,
+        len(games) if c.agent.per_game_layers else 0,
+        heads=len(games) if c.agent.per_game_head else 0,
+        activation=c.agent.activation,
+        layer_norm=c.agent.layer_norm,
+    )
     policy_kwargs |= optimizers.policy_kwargs(c.agent, get_device(device))
-    dqn = vars(c.dqn) | {"train_freq": max(c.dqn.train_freq // env.num_envs, 1),
-                         "gradient_steps": c.dqn.gradient_steps * max(env.num_envs // c.dqn.train_freq, 1)}
+    dqn = vars(c.dqn) | {
+        "train_freq": max(c.dqn.train_freq // env.num_envs, 1),
+        "gradient_steps": c.dqn.gradient_steps * max(env.num_envs // c.dqn.train_freq, 1),
+    }
     return ContinualDQN(
-        policy, env, methods=methods_lib.build(c), policy_kwargs=policy_kwargs, games=games,
+        policy,
+        env,
+        methods=methods_lib.build(c),
+        policy_kwargs=policy_kwargs,
+        games=games,
         double_dqn=c.agent.double_dqn,
-        per_game_replay=c.agent.per_game_replay, epsilon_per=c.agent.epsilon_per,
-        epsilon_decay_steps=c.agent.epsilon_decay_steps, skip_nonfinite=c.agent.on_nonfinite == "skip",
+        per_game_replay=c.agent.per_game_replay,
+        epsilon_per=c.agent.epsilon_per,
+        epsilon_decay_steps=c.agent.epsilon_decay_steps,
+        skip_nonfinite=c.agent.on_nonfinite == "skip",
         replay_buffer_class=replay_class(c, games[0]),
         replay_buffer_kwargs={"handle_timeout_termination": not c.dqn.optimize_memory_usage},
-        seed=seed, device=device, **dqn,
+        seed=seed,
+        device=device,
+        **dqn,
     )

@@ -56,8 +56,14 @@ class Run:
         from ewc_rl.envs import canonical_game, make_env
 
         cfg = from_dict(self.summary["settings"])
-        return make_env(canonical_game(game), cfg.env, training=False, n_envs=n_envs, seed=seed,
-                        max_episode_steps=cfg.eval.max_episode_steps)
+        return make_env(
+            canonical_game(game),
+            cfg.env,
+            training=False,
+            n_envs=n_envs,
+            seed=seed,
+            max_episode_steps=cfg.eval.max_episode_steps,
+        )
 
     @property
     def model(self) -> DQN:
@@ -82,9 +88,19 @@ class Comparison:
         return ranking(self.report)
 
 
-def train(games: list[str] | str, *, agent: str = "minatar-ewc", steps_per_game: int = 100_000, seed: int = 0,
-          logdir: str | Path | None = None, settings: dict[str, Any] | None = None, cycles: int = 1,
-          checkpoint_every: int = 100_000, device: str = "auto", progress: bool = False) -> Run:
+def train(
+    games: list[str] | str,
+    *,
+    agent: str = "minatar-ewc",
+    steps_per_game: int = 100_000,
+    seed: int = 0,
+    logdir: str | Path | None = None,
+    settings: dict[str, Any] | None = None,
+    cycles: int = 1,
+    checkpoint_every: int = 100_000,
+    device: str = "auto",
+    progress: bool = False,
+) -> Run:
     """Train ``agent`` on ``games`` in order (as ``ewc-rl train``); the run directory must be new or empty."""
     from ewc_rl import networks
     from ewc_rl.config import load_config
@@ -97,16 +113,35 @@ def train(games: list[str] | str, *, agent: str = "minatar-ewc", steps_per_game:
     path = Path(logdir) if logdir is not None else Path("runs") / f"{cfg.name}-{datetime.now():%Y%m%d-%H%M%S}"
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise UsageError(f"logdir {path} already holds files; choose a new directory")
-    spec = RunSpec(games=names, steps_per_game=steps_per_game, logdir=path, cycles=cycles, seed=seed, device=device,
-                   progress=progress, eval_all_games=cfg.eval.all_games, checkpoint_every=checkpoint_every,
-                   command=["ewc_rl.train", json.dumps({"games": names, "agent": agent, "settings": settings})])
+    spec = RunSpec(
+        games=names,
+        steps_per_game=steps_per_game,
+        logdir=path,
+        cycles=cycles,
+        seed=seed,
+        device=device,
+        progress=progress,
+        eval_all_games=cfg.eval.all_games,
+        checkpoint_every=checkpoint_every,
+        command=["ewc_rl.train", json.dumps({"games": names, "agent": agent, "settings": settings})],
+    )
     summary = Trainer(cfg, spec).run()
     return Run(path, summary)
 
 
-def compare(agents: list[str], games: list[str] | str, *, seeds: list[int] = (0,), steps_per_game: int = 100_000,
-            logdir: str | Path, settings: dict[str, Any] | None = None, grid: dict[str, list[Any]] | None = None,
-            workers: int = 2, device: str = "auto", progress: bool = False) -> Comparison:
+def compare(
+    agents: list[str],
+    games: list[str] | str,
+    *,
+    seeds: list[int] = (0,),
+    steps_per_game: int = 100_000,
+    logdir: str | Path,
+    settings: dict[str, Any] | None = None,
+    grid: dict[str, list[Any]] | None = None,
+    workers: int = 2,
+    device: str = "auto",
+    progress: bool = False,
+) -> Comparison:
     """Train every agent x ``grid`` value x seed (as ``ewc-rl compare``), then write and return the report."""
     from ewc_rl.compare import GridSpec, parse_grid, run_grid
     from ewc_rl.config import load_config
@@ -118,13 +153,21 @@ def compare(agents: list[str], games: list[str] | str, *, seeds: list[int] = (0,
     parsed = parse_grid([f"{k}={','.join(_text(v) for v in values)}" for k, values in (grid or {}).items()])
     for agent in agents:
         load_config(agent, _overrides(settings))
-    spec = GridSpec(agents=list(agents), seeds=list(seeds), games=names, steps_per_game=steps_per_game,
-                    overrides=_overrides(settings), grid=parsed)
+    spec = GridSpec(
+        agents=list(agents),
+        seeds=list(seeds),
+        games=names,
+        steps_per_game=steps_per_game,
+        overrides=_overrides(settings),
+        grid=parsed,
+    )
     path = Path(logdir)
     failed = run_grid(spec, path, workers=workers, device=device, progress=progress)
     if failed:
         raise RunError(f"{failed} run(s) failed; their logs are in {path / 'logs'}")
     write_report(path)
-    runs = {label: {seed: Run(path / label / f"seed-{seed}", s) for seed, s in by_seed.items()}
-            for label, by_seed in load_runs(path).items()}
+    runs = {
+        label: {seed: Run(path / label / f"seed-{seed}", s) for seed, s in by_seed.items()}
+        for label, by_seed in load_runs(path).items()
+    }
     return Comparison(path, json.loads((path / "comparison.json").read_text()), runs)

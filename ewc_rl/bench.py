@@ -83,16 +83,28 @@ class BenchSizes:
 
     @classmethod
     def of(cls, mode: str) -> BenchSizes:
-        return {"tiny": cls(100, 20, 64, 64, 300, 32, 1, 2),
-                "quick": cls(1_000, 200, 3_000, 1_500, 10_000, 640, 4, 3),
-                "full": cls(5_000, 400, 12_000, 6_000, 50_000, 3_200, 10, 6)}[mode]
+        return {
+            "tiny": cls(100, 20, 64, 64, 300, 32, 1, 2),
+            "quick": cls(1_000, 200, 3_000, 1_500, 10_000, 640, 4, 3),
+            "full": cls(5_000, 400, 12_000, 6_000, 50_000, 3_200, 10, 6),
+        }[mode]
 
 
 def _bench_config(agent: str, sizes: BenchSizes, overrides: list[str]) -> Config:
-    return load_config(agent, [f"dqn.learning_starts={sizes.warmup}", f"dqn.buffer_size={sizes.replay}",
-                               "dqn.target_update_interval=1000", "dqn.train_freq=4", "dqn.batch_size=32",
-                               "agent.double_dqn=false", "agent.network='nature'", "agent.per_game_layers=false",
-                               *overrides])
+    return load_config(
+        agent,
+        [
+            f"dqn.learning_starts={sizes.warmup}",
+            f"dqn.buffer_size={sizes.replay}",
+            "dqn.target_update_interval=1000",
+            "dqn.train_freq=4",
+            "dqn.batch_size=32",
+            "agent.double_dqn=false",
+            "agent.network='nature'",
+            "agent.per_game_layers=false",
+            *overrides,
+        ],
+    )
 
 
 class _Learner:
@@ -163,9 +175,20 @@ class _AfterAGame(_SB3Learner):
 
 def _sb3(cfg: Config, game: str, sizes: BenchSizes) -> _SB3Learner:
     env = make_env(game, cfg.env, training=True, seed=0, n_envs=1)
-    model = DQN("CnnPolicy", env, learning_starts=sizes.warmup, buffer_size=sizes.replay, batch_size=32, train_freq=4,
-                gradient_steps=1, target_update_interval=1000, learning_rate=cfg.dqn.learning_rate,
-                policy_kwargs={"features_extractor_class": NatureCNN, "net_arch": []}, seed=0, device="cpu")
+    model = DQN(
+        "CnnPolicy",
+        env,
+        learning_starts=sizes.warmup,
+        buffer_size=sizes.replay,
+        batch_size=32,
+        train_freq=4,
+        gradient_steps=1,
+        target_update_interval=1000,
+        learning_rate=cfg.dqn.learning_rate,
+        policy_kwargs={"features_extractor_class": NatureCNN, "net_arch": []},
+        seed=0,
+        device="cpu",
+    )
     return _SB3Learner(model, env)
 
 
@@ -180,14 +203,16 @@ class _Limit(_Learner):
         self.net = th.nn.Sequential(NatureCNN(space), th.nn.Linear(512, 18))
         self.target = th.nn.Sequential(NatureCNN(space), th.nn.Linear(512, 18))
         self.target.load_state_dict(self.net.state_dict())
-        self.opt = th.optim.Adam(self.net.parameters(), lr=cfg.dqn.learning_rate, eps=1e-5,
-                                 **fast_optimizer_kwargs(th.optim.Adam, "cpu"))  # the fastest update torch has
+        self.opt = th.optim.Adam(
+            self.net.parameters(), lr=cfg.dqn.learning_rate, eps=1e-5, **fast_optimizer_kwargs(th.optim.Adam, "cpu")
+        )  # the fastest update torch has
         # every advance() may overrun by up to one vector step: the warm-up and each round
         capacity = sizes.warmup + sizes.settle + sizes.steps + self.n * (sizes.rounds + 1)
         self.ring_obs = th.zeros((capacity, *space.shape), dtype=th.uint8)
         self.ring_next = th.zeros((capacity, *space.shape), dtype=th.uint8)
-        self.ring_a, self.ring_r, self.ring_d = (th.zeros(capacity, dtype=dt)
-                                                 for dt in (th.int64, th.float32, th.float32))
+        self.ring_a, self.ring_r, self.ring_d = (
+            th.zeros(capacity, dtype=dt) for dt in (th.int64, th.float32, th.float32)
+        )
         self.obs, self.stored, self.since_update = self.env.reset(), 0, 0
 
     def advance(self, steps: int) -> int:
@@ -198,8 +223,9 @@ class _Limit(_Learner):
             new_obs, reward, done, _ = self.env.step(actions)
             idx = slice(self.stored, self.stored + n)
             self.ring_obs[idx], self.ring_next[idx] = th.as_tensor(self.obs), th.as_tensor(new_obs)
-            for ring, x in zip((self.ring_a, self.ring_r, self.ring_d), (actions, reward, done.astype(np.float32)),
-                               strict=True):
+            for ring, x in zip(
+                (self.ring_a, self.ring_r, self.ring_d), (actions, reward, done.astype(np.float32)), strict=True
+            ):
                 ring[idx] = th.as_tensor(x)
             self.obs, self.stored, self.since_update = new_obs, self.stored + n, self.since_update + n
             while self.stored > self.warmup and self.since_update >= 4:
@@ -223,8 +249,9 @@ class _Limit(_Learner):
         self.env.close()
 
 
-def _throughput(learners: dict[str, _Learner], steps: dict[str, int], sizes: BenchSizes,
-                bar: Any) -> dict[str, dict[str, Any]]:
+def _throughput(
+    learners: dict[str, _Learner], steps: dict[str, int], sizes: BenchSizes, bar: Any
+) -> dict[str, dict[str, Any]]:
     """Agent steps/s of each learner, timed in interleaved rounds.
 
     Every learner first runs its warm-up and settling steps untimed. The timed steps are then split into
@@ -237,14 +264,17 @@ def _throughput(learners: dict[str, _Learner], steps: dict[str, int], sizes: Ben
     timed: dict[str, list[tuple[int, float]]] = {name: [] for name in learners}
     names = list(learners)
     for r in range(sizes.rounds):
-        for name in names[r % len(names):] + names[:r % len(names)]:
+        for name in names[r % len(names) :] + names[: r % len(names)]:
             bar.set_description(f"round {r + 1}/{sizes.rounds}: {name}")
             timed[name].append(learners[name].timed(steps[name] // sizes.rounds))
     out = {}
     for name, chunks in timed.items():
         rates = [done / seconds for done, seconds in chunks]
-        out[name] = {"steps_per_s": sum(done for done, _ in chunks) / sum(seconds for _, seconds in chunks),
-                     "round_min": min(rates), "round_max": max(rates)}
+        out[name] = {
+            "steps_per_s": sum(done for done, _ in chunks) / sum(seconds for _, seconds in chunks),
+            "round_min": min(rates),
+            "round_max": max(rates),
+        }
     return out
 
 
@@ -281,11 +311,13 @@ def _fisher(agent: Any, sizes: BenchSizes) -> dict[str, float]:
     def batched() -> None:
         for start in range(0, len(obs), 32):
             net.zero_grad()
-            logp = F.log_softmax(net(obs[start:start + 32]), -1).gather(1, actions[start:start + 32, None])
+            logp = F.log_softmax(net(obs[start : start + 32]), -1).gather(1, actions[start : start + 32, None])
             logp.sum().backward()
 
-    out = {"batched_backward": timed(batched),
-           "sampled_hooks": timed(lambda: fisher_lib.sampled_fisher(net, obs, actions, chunk_size=32))}
+    out = {
+        "batched_backward": timed(batched),
+        "sampled_hooks": timed(lambda: fisher_lib.sampled_fisher(net, obs, actions, chunk_size=32)),
+    }
     few = obs[: max(32, len(obs) // 10)]
     t0 = time.perf_counter()
     fisher_lib.sampled_fisher(net, few, actions[: len(few)], chunk_size=32, method="vmap")
@@ -309,31 +341,50 @@ def _eval_share(cfg: Config, agent: Any, game: str, sizes: BenchSizes, train_rat
     cost of the batched evaluator) and training steps per second.
     """
     t0 = time.perf_counter()
-    evaluate(agent.q_net, game, cfg.env, episodes=sizes.eval_episodes, epsilon=cfg.eval.epsilon,
-             max_episode_steps=cfg.eval.max_episode_steps, seed=0)
+    evaluate(
+        agent.q_net,
+        game,
+        cfg.env,
+        episodes=sizes.eval_episodes,
+        epsilon=cfg.eval.epsilon,
+        max_episode_steps=cfg.eval.max_episode_steps,
+        seed=0,
+    )
     per_game = (time.perf_counter() - t0) * cfg.eval.episodes / sizes.eval_episodes
     train = cfg.eval.every / train_rate
     evaluating = GAMES_PER_EVALUATION * per_game
-    return {"eval_seconds_per_game": per_game, "train_seconds_per_interval": train,
-            "eval_share": evaluating / (evaluating + train)}
+    return {
+        "eval_seconds_per_game": per_game,
+        "train_seconds_per_interval": train,
+        "eval_share": evaluating / (evaluating + train),
+    }
 
 
-def run(agent: str = "dqn", game: str = "Breakout", mode: str = "quick", overrides: list[str] | None = None,
-        progress: bool = True) -> dict[str, Any]:
+def run(
+    agent: str = "dqn",
+    game: str = "Breakout",
+    mode: str = "quick",
+    overrides: list[str] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Every measurement; the result holds the keys of :data:`TARGETS` plus the raw figures behind them."""
     sizes = BenchSizes.of(mode)
     cfg = _bench_config(agent, sizes, list(overrides or []))
     ewc = _bench_config(agent, sizes, [*(overrides or []), "penalty.kind='ewc'", "penalty.lambda=400"])
-    learners: dict[str, _Learner] = {"plain": _ours(cfg, game, sizes, anchors=0),
-                                     "ewc10": _ours(ewc, game, sizes, anchors=10),
-                                     "sb3": _sb3(cfg, game, sizes), "limit": _Limit(cfg, game, sizes)}
+    learners: dict[str, _Learner] = {
+        "plain": _ours(cfg, game, sizes, anchors=0),
+        "ewc10": _ours(ewc, game, sizes, anchors=10),
+        "sb3": _sb3(cfg, game, sizes),
+        "limit": _Limit(cfg, game, sizes),
+    }
     steps = {"plain": sizes.steps, "ewc10": sizes.steps, "sb3": sizes.sb3_steps, "limit": sizes.steps}
     for name, settings in METHODS.items():
         method_cfg = _bench_config(agent, sizes, [*(overrides or []), *settings])
         learners[name] = _AfterAGame(_ours(method_cfg, game, sizes, anchors=0), sizes.warmup)
         steps[name] = sizes.steps
-    bar = tqdm(["throughput", "frame replay", "Fisher", "evaluation"], disable=not progress, unit="part",
-               dynamic_ncols=True)
+    bar = tqdm(
+        ["throughput", "frame replay", "Fisher", "evaluation"], disable=not progress, unit="part", dynamic_ncols=True
+    )
     raw: dict[str, Any] = {}
     for stage in bar:
         bar.set_description(stage)
@@ -357,24 +408,43 @@ def run(agent: str = "dqn", game: str = "Breakout", mode: str = "quick", overrid
         "throughput_ratio_plain_vs_sb3": raw["steps_per_s_plain"] / raw["steps_per_s_sb3"],
         "throughput_ratio_plain_vs_limit": raw["steps_per_s_plain"] / raw["steps_per_s_limit"],
         "replay_bytes_per_transition": raw["replay_bytes_per_transition"],
-        "fisher_ratio_vs_batched_backward": (raw["fisher_states_per_s"]["sampled_hooks"]
-                                             / raw["fisher_states_per_s"]["batched_backward"]),
+        "fisher_ratio_vs_batched_backward": (
+            raw["fisher_states_per_s"]["sampled_hooks"] / raw["fisher_states_per_s"]["batched_backward"]
+        ),
         "eval_share": raw["eval_share"],
-        **{f"throughput_ratio_{name}_vs_plain": raw[f"steps_per_s_{name}"] / raw["steps_per_s_plain"]
-           for name in METHODS},
+        **{
+            f"throughput_ratio_{name}_vs_plain": raw[f"steps_per_s_{name}"] / raw["steps_per_s_plain"]
+            for name in METHODS
+        },
         "raw": raw,
-        "setup": {"mode": mode, "game": game, "agent": agent, "n_envs": cfg.agent.n_envs,
-                  "torch_threads": th.get_num_threads(),
-                  "env_threads": max(1, min(cfg.agent.n_envs, os.cpu_count() or 1)),
-                  "cpus": os.cpu_count(), "machine": platform.machine(), "processor": platform.processor() or "?",
-                  "python": platform.python_version(), "torch": th.__version__, "sizes": vars(sizes),
-                  "eval_every": cfg.eval.every, "eval_episodes": cfg.eval.episodes},
+        "setup": {
+            "mode": mode,
+            "game": game,
+            "agent": agent,
+            "n_envs": cfg.agent.n_envs,
+            "torch_threads": th.get_num_threads(),
+            "env_threads": max(1, min(cfg.agent.n_envs, os.cpu_count() or 1)),
+            "cpus": os.cpu_count(),
+            "machine": platform.machine(),
+            "processor": platform.processor() or "?",
+            "python": platform.python_version(),
+            "torch": th.__version__,
+            "sizes": vars(sizes),
+            "eval_every": cfg.eval.every,
+            "eval_episodes": cfg.eval.episodes,
+        },
     }
     return result
 
 
-def run_repeated(repeat: int, agent: str = "dqn", game: str = "Breakout", mode: str = "quick",
-                 overrides: list[str] | None = None, progress: bool = True) -> dict[str, Any]:
+def run_repeated(
+    repeat: int,
+    agent: str = "dqn",
+    game: str = "Breakout",
+    mode: str = "quick",
+    overrides: list[str] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """:func:`run` ``repeat`` times, combined by :func:`combine` (the machine's speed drifts between repeats)."""
     return combine([run(agent, game, mode, overrides, progress) for _ in range(repeat)])
 
@@ -388,21 +458,32 @@ def combine(results: list[dict[str, Any]]) -> dict[str, Any]:
     """
     if len(results) == 1:
         return results[0]
-    spread = {key: {"min": min(r[key] for r in results), "median": statistics.median(r[key] for r in results),
-                    "max": max(r[key] for r in results)} for key in TARGETS}
+    spread = {
+        key: {
+            "min": min(r[key] for r in results),
+            "median": statistics.median(r[key] for r in results),
+            "max": max(r[key] for r in results),
+        }
+        for key in TARGETS
+    }
     raws = [r["raw"] for r in results]
     raw: dict[str, Any] = {}
     for key, first in raws[0].items():
         if key == "steps_per_s_rounds":
-            raw[key] = {name: [min(r[key][name][0] for r in raws), max(r[key][name][1] for r in raws)]
-                        for name in first}
+            raw[key] = {
+                name: [min(r[key][name][0] for r in raws), max(r[key][name][1] for r in raws)] for name in first
+            }
         elif isinstance(first, dict):
             raw[key] = {k: statistics.median(r[key][k] for r in raws) for k in first}
         else:
             raw[key] = statistics.median(r[key] for r in raws)
-    return {**{key: s["median"] for key, s in spread.items()}, "spread": spread, "raw": raw,
-            "setup": {**results[0]["setup"], "repeats": len(results)},
-            "repeats": [{k: v for k, v in r.items() if k != "setup"} for r in results]}
+    return {
+        **{key: s["median"] for key, s in spread.items()},
+        "spread": spread,
+        "raw": raw,
+        "setup": {**results[0]["setup"], "repeats": len(results)},
+        "repeats": [{k: v for k, v in r.items() if k != "setup"} for r in results],
+    }
 
 
 def to_markdown(result: dict[str, Any]) -> str:
@@ -426,26 +507,34 @@ def to_markdown(result: dict[str, Any]) -> str:
         lines.append(f"| `{key}` | {measured} | {op} {target:g} | {verdict} |")
     raw, setup = result["raw"], result["setup"]
     if spread:
-        lines += ["", f"Every figure below is the median of {setup['repeats']} repeats of the whole measurement; "
-                  "a round's rates range over all repeats; met (k/N): how many repeats met the target."]
+        lines += [
+            "",
+            f"Every figure below is the median of {setup['repeats']} repeats of the whole measurement; "
+            "a round's rates range over all repeats; met (k/N): how many repeats met the target.",
+        ]
     fisher = raw["fisher_states_per_s"]
-    lines += ["", f"Agent steps/s after warm-up: ewc_rl {raw['steps_per_s_plain']:.1f}, ewc_rl + EWC (10 anchors) "
-              f"{raw['steps_per_s_ewc10']:.1f}, stock SB3 DQN {raw['steps_per_s_sb3']:.1f}, bare torch loop "
-              f"{raw['steps_per_s_limit']:.1f}; timed in {setup['sizes']['rounds']} interleaved rounds, whose "
-              "rates ranged: " + ", ".join(f"{name} {lo:.0f}–{hi:.0f}" for name, (lo, hi)
-                                          in raw["steps_per_s_rounds"].items()) + ".",
-              "Continual methods at their default settings, agent steps/s: " + ", ".join(
-                  f"{name} {raw[f'steps_per_s_{name}']:.1f}" for name in METHODS) + ".",
-              f"Fisher, states/s: batched forward+backward {fisher['batched_backward']:.0f}, sampled per-sample "
-              f"(hooks) {fisher['sampled_hooks']:.0f}, sampled per-sample (torch.func vmap) "
-              f"{fisher['sampled_vmap']:.0f}, exact per-sample (hooks, 18 actions) {fisher['exact_hooks']:.0f}.",
-              f"Evaluation: {raw['eval_seconds_per_game']:.1f} s per game ({setup['eval_episodes']} episodes), "
-              f"{raw['train_seconds_per_interval']:.0f} s of training per {setup['eval_every']:,}-step interval; "
-              f"eval_share assumes {GAMES_PER_EVALUATION:g} games per evaluation (a 3-game sequence).",
-              f"Layout: {setup['n_envs']} training environments on {setup['env_threads']} ALE threads, "
-              f"{setup['torch_threads']} torch threads, {setup['cpus']} CPUs ({setup['processor']}, "
-              f"{setup['machine']}); torch {setup['torch']}, Python {setup['python']}; mode {setup['mode']} on "
-              f"{setup['game']}."]
+    lines += [
+        "",
+        f"Agent steps/s after warm-up: ewc_rl {raw['steps_per_s_plain']:.1f}, ewc_rl + EWC (10 anchors) "
+        f"{raw['steps_per_s_ewc10']:.1f}, stock SB3 DQN {raw['steps_per_s_sb3']:.1f}, bare torch loop "
+        f"{raw['steps_per_s_limit']:.1f}; timed in {setup['sizes']['rounds']} interleaved rounds, whose "
+        "rates ranged: "
+        + ", ".join(f"{name} {lo:.0f}–{hi:.0f}" for name, (lo, hi) in raw["steps_per_s_rounds"].items())
+        + ".",
+        "Continual methods at their default settings, agent steps/s: "
+        + ", ".join(f"{name} {raw[f'steps_per_s_{name}']:.1f}" for name in METHODS)
+        + ".",
+        f"Fisher, states/s: batched forward+backward {fisher['batched_backward']:.0f}, sampled per-sample "
+        f"(hooks) {fisher['sampled_hooks']:.0f}, sampled per-sample (torch.func vmap) "
+        f"{fisher['sampled_vmap']:.0f}, exact per-sample (hooks, 18 actions) {fisher['exact_hooks']:.0f}.",
+        f"Evaluation: {raw['eval_seconds_per_game']:.1f} s per game ({setup['eval_episodes']} episodes), "
+        f"{raw['train_seconds_per_interval']:.0f} s of training per {setup['eval_every']:,}-step interval; "
+        f"eval_share assumes {GAMES_PER_EVALUATION:g} games per evaluation (a 3-game sequence).",
+        f"Layout: {setup['n_envs']} training environments on {setup['env_threads']} ALE threads, "
+        f"{setup['torch_threads']} torch threads, {setup['cpus']} CPUs ({setup['processor']}, "
+        f"{setup['machine']}); torch {setup['torch']}, Python {setup['python']}; mode {setup['mode']} on "
+        f"{setup['game']}.",
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -101,7 +101,10 @@ class TrainLog(_SegmentCallback):
 
     def _mark(self) -> None:
         self.mark_step, self.mark_time, self.mark_eval = (
-            self.num_timesteps, time.perf_counter(), self.trainer.state.eval_seconds)
+            self.num_timesteps,
+            time.perf_counter(),
+            self.trainer.state.eval_seconds,
+        )
 
     def _dump(self) -> None:
         busy = (time.perf_counter() - self.mark_time) - (self.trainer.state.eval_seconds - self.mark_eval)
@@ -174,8 +177,9 @@ class Progress(_SegmentCallback):
         if bar is not None:
             bar.update(self.num_timesteps - bar.n)
             last = self.trainer.state.last_return
-            bar.set_postfix_str(f"eps={self.agent.exploration_rate:.3f} ret={'-' if last is None else f'{last:g}'}",
-                                refresh=False)
+            bar.set_postfix_str(
+                f"eps={self.agent.exploration_rate:.3f} ret={'-' if last is None else f'{last:g}'}", refresh=False
+            )
         return True
 
 
@@ -193,7 +197,14 @@ class StopAtEnd(_SegmentCallback):
 def segment_callbacks(trainer: Trainer, agent: ContinualDQN, segment: Segment, end_step: int) -> Sequence:
     """The callbacks of one segment, in the order they run at every step."""
     extra = [cb for method in agent.methods for cb in method.callbacks(agent)]
-    return Sequence([StopAndCheckpoint(trainer, segment), TrainLog(trainer, segment, end_step),
-                     ProbeAtSwitch(trainer, segment), PeriodicEval(trainer, segment, end_step), *extra,
-                     Progress(trainer, segment),
-                     StopAtEnd(trainer, segment, end_step)])
+    return Sequence(
+        [
+            StopAndCheckpoint(trainer, segment),
+            TrainLog(trainer, segment, end_step),
+            ProbeAtSwitch(trainer, segment),
+            PeriodicEval(trainer, segment, end_step),
+            *extra,
+            Progress(trainer, segment),
+            StopAtEnd(trainer, segment, end_step),
+        ]
+    )

@@ -110,8 +110,9 @@ def _numbered(root: Path) -> list[Path]:
     return sorted((p for p in root.iterdir() if _NAME.match(p.name)), key=lambda p: int(p.name[5:]))
 
 
-def save(run_dir: Path, meta: dict[str, Any], state: dict[str, Any],
-         replays: dict[str, dict[str, np.ndarray]] | None = None) -> Path:
+def save(
+    run_dir: Path, meta: dict[str, Any], state: dict[str, Any], replays: dict[str, dict[str, np.ndarray]] | None = None
+) -> Path:
     """Write a new checkpoint and make it the latest; older ones are removed once it is in place."""
     root = run_dir / DIRNAME
     previous = latest_path(run_dir)
@@ -159,23 +160,28 @@ def load(run_dir: Path, device: torch.device | str = "cpu") -> Checkpoint:
         raise CheckpointError(f"checkpoint {path} is damaged: meta.json cannot be read ({exc})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION:
         version = meta.get("format") if isinstance(meta, dict) else None
-        raise CheckpointError(f"checkpoint {path} has format version {version!r}; this ewc_rl reads version "
-                              f"{FORMAT_VERSION} (resume it with the ewc_rl release that wrote it)")
+        raise CheckpointError(
+            f"checkpoint {path} has format version {version!r}; this ewc_rl reads version "
+            f"{FORMAT_VERSION} (resume it with the ewc_rl release that wrote it)"
+        )
     files = meta.get("files")
     if not isinstance(files, dict) or "state.pt" not in files:
         raise CheckpointError(f"checkpoint {path} is damaged: meta.json lists no state.pt")
     for fname, digest in files.items():
         target = path / str(fname)
         if not target.is_file() or _sha256(target) != digest:
-            raise CheckpointError(f"checkpoint {path} is damaged or was modified: {fname} does not match its "
-                                  "recorded checksum")
+            raise CheckpointError(
+                f"checkpoint {path} is damaged or was modified: {fname} does not match its recorded checksum"
+            )
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols before refusing: the refusal says it all
             warnings.simplefilter("ignore")
             state = torch.load(path / "state.pt", map_location=device, weights_only=True)
     except Exception as exc:  # noqa: BLE001 (any failure of the safe unpickler means: not ours)
-        raise CheckpointError(f"checkpoint {path}: state.pt is not a tensors-only file, so it was not loaded "
-                              f"and nothing in it ran (tensors-only unpickler: {_refusal_reason(exc)})") from None
+        raise CheckpointError(
+            f"checkpoint {path}: state.pt is not a tensors-only file, so it was not loaded "
+            f"and nothing in it ran (tensors-only unpickler: {_refusal_reason(exc)})"
+        ) from None
     replays = {}
     for key, fname in meta.get("replay_files", {}).items():
         try:
@@ -204,8 +210,10 @@ def rng_state() -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
 
     kind, keys, pos, has_gauss, cached = np.random.get_state()  # type: ignore[misc]
     version, internal, gauss = random.getstate()
-    meta = {"numpy": {"kind": kind, "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)},
-            "python": {"version": version, "internal": list(internal), "gauss": gauss}}
+    meta = {
+        "numpy": {"kind": kind, "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)},
+        "python": {"version": version, "internal": list(internal), "gauss": gauss},
+    }
     tensors = {"torch": torch.get_rng_state(), "numpy_keys": torch.from_numpy(np.asarray(keys, dtype=np.int64))}
     if torch.cuda.is_available():
         tensors["cuda"] = torch.stack(torch.cuda.get_rng_state_all())
@@ -217,8 +225,9 @@ def set_rng_state(meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Non
     import random
 
     n = meta["numpy"]
-    np.random.set_state((n["kind"], tensors["numpy_keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                         n["cached"]))
+    np.random.set_state(
+        (n["kind"], tensors["numpy_keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"])
+    )
     p = meta["python"]
     random.setstate((p["version"], tuple(p["internal"]), p["gauss"]))
     torch.set_rng_state(tensors["torch"].cpu())

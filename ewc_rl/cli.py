@@ -45,27 +45,68 @@ def _nonnegative_int(text: str) -> int:
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     """Options shared by ``train`` and ``compare``."""
-    p.add_argument("--games", required=True, metavar="G1,G2,...|randomN",
-                   help="comma-separated game names in training order (ALE names such as Pong,Breakout, or "
-                        "MinAtar/Breakout,...), or randomN: N games drawn from --pool")
-    p.add_argument("--pool", default=None, metavar="NAME",
-                   help="game pool for --games randomN (default: the agent file's schedule.pool); "
-                        "pools: kirkpatrick2017 (the EWC paper's 19 games)")
-    p.add_argument("--steps-per-game", type=_positive_int, default=1_000_000, metavar="N",
-                   help="agent steps (= 4 frames each) per game visit (default: 1000000)")
-    p.add_argument("--cycles", type=_positive_int, default=1, metavar="N",
-                   help="repeat the whole sequence N times: revisits (default: 1)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override one setting of the agent file, e.g. --set penalty.lambda=1000 (repeatable)")
-    p.add_argument("--eval-every", type=_positive_int, default=None, metavar="N",
-                   help="evaluate all games seen so far every N agent steps (default: the agent's eval.every)")
-    p.add_argument("--eval-episodes", type=_positive_int, default=None, metavar="K",
-                   help="episodes per game and evaluation (default: the agent's eval.episodes)")
-    p.add_argument("--eval-all-games", action="store_true",
-                   help="evaluate every game of the schedule, not only those seen so far (zero-shot transfer; "
-                        "also the agent file's eval.all_games)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                   help="auto picks CUDA when available (default: auto)")
+    p.add_argument(
+        "--games",
+        required=True,
+        metavar="G1,G2,...|randomN",
+        help="comma-separated game names in training order (ALE names such as Pong,Breakout, or "
+        "MinAtar/Breakout,...), or randomN: N games drawn from --pool",
+    )
+    p.add_argument(
+        "--pool",
+        default=None,
+        metavar="NAME",
+        help="game pool for --games randomN (default: the agent file's schedule.pool); "
+        "pools: kirkpatrick2017 (the EWC paper's 19 games)",
+    )
+    p.add_argument(
+        "--steps-per-game",
+        type=_positive_int,
+        default=1_000_000,
+        metavar="N",
+        help="agent steps (= 4 frames each) per game visit (default: 1000000)",
+    )
+    p.add_argument(
+        "--cycles",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="repeat the whole sequence N times: revisits (default: 1)",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one setting of the agent file, e.g. --set penalty.lambda=1000 (repeatable)",
+    )
+    p.add_argument(
+        "--eval-every",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="evaluate all games seen so far every N agent steps (default: the agent's eval.every)",
+    )
+    p.add_argument(
+        "--eval-episodes",
+        type=_positive_int,
+        default=None,
+        metavar="K",
+        help="episodes per game and evaluation (default: the agent's eval.episodes)",
+    )
+    p.add_argument(
+        "--eval-all-games",
+        action="store_true",
+        help="evaluate every game of the schedule, not only those seen so far (zero-shot transfer; "
+        "also the agent file's eval.all_games)",
+    )
+    p.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="auto picks CUDA when available (default: auto)",
+    )
 
 
 def _nonnegative_float(text: str) -> float:
@@ -79,11 +120,18 @@ def _nonnegative_float(text: str) -> float:
 
 
 def _add_checkpoint_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint-every", type=_nonnegative_int, default=100_000, metavar="N",
-                   help="also checkpoint every N agent steps, beside every game boundary; 0 = boundaries only "
-                        "(default: 100000)")
-    p.add_argument("--checkpoint-replay", action="store_true",
-                   help="include the replay memories in checkpoints (large: about 56 KB per Atari transition)")
+    p.add_argument(
+        "--checkpoint-every",
+        type=_nonnegative_int,
+        default=100_000,
+        metavar="N",
+        help="also checkpoint every N agent steps, beside every game boundary; 0 = boundaries only (default: 100000)",
+    )
+    p.add_argument(
+        "--checkpoint-replay",
+        action="store_true",
+        help="include the replay memories in checkpoints (large: about 56 KB per Atari transition)",
+    )
 
 
 def _overrides(args: argparse.Namespace) -> list[str]:
@@ -96,8 +144,9 @@ def _overrides(args: argparse.Namespace) -> list[str]:
     return overrides
 
 
-def _resolve_games(args: argparse.Namespace, cfg: object, schedule_seed: int) -> tuple[
-        list[str], list[list[str]] | None, str | None]:
+def _resolve_games(
+    args: argparse.Namespace, cfg: object, schedule_seed: int
+) -> tuple[list[str], list[list[str]] | None, str | None]:
     """(games in first-visit order, per-cycle visiting orders or None, pool) from --games / --pool."""
     from ewc_rl.envs import parse_games
     from ewc_rl.schedule import draw, random_count
@@ -127,9 +176,11 @@ def _note_revisits(games: list[str], orders: list[list[str]] | None) -> None:
     """A game named twice in --games is a revisit (meant or not): say so in a line."""
     repeated = [g for g in dict.fromkeys(games) if games.count(g) > 1] if orders is None else []
     if repeated:
-        print(f"ewc-rl: note: --games names {', '.join(repeated)} more than once: each later visit is a revisit "
-              "(same score-matrix column, its anchor replaced); --cycles N repeats the whole sequence instead",
-              file=sys.stderr)
+        print(
+            f"ewc-rl: note: --games names {', '.join(repeated)} more than once: each later visit is a revisit "
+            "(same score-matrix column, its anchor replaced); --cycles N repeats the whole sequence instead",
+            file=sys.stderr,
+        )
 
 
 def _check_device(device: str) -> None:
@@ -156,175 +207,329 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     train = sub.add_parser(
-        "train", help="train one agent on a sequence of games",
+        "train",
+        help="train one agent on a sequence of games",
         description="Train one agent on a sequence of games, consolidating after each game, and chart it "
-                    "in TensorBoard.",
+        "in TensorBoard.",
         epilog="example: ewc-rl train --agent ewc --games Pong,Breakout --steps-per-game 1000000 --seed 0",
     )
-    train.add_argument("--agent", default="ewc", metavar="NAME|PATH",
-                       help=f"an agent of agents/ ({_agents_by_suite()}) or a TOML file (default: ewc)")
+    train.add_argument(
+        "--agent",
+        default="ewc",
+        metavar="NAME|PATH",
+        help=f"an agent of agents/ ({_agents_by_suite()}) or a TOML file (default: ewc)",
+    )
     _add_run_options(train)
     train.add_argument("--seed", type=_nonnegative_int, default=0)
-    train.add_argument("--schedule-seed", type=_nonnegative_int, default=None, metavar="S",
-                       help="seed of the --games randomN draw (default: --seed)")
-    train.add_argument("--dry-run", action="store_true",
-                       help="print the plan (games, order, steps, evaluation cost, replay memory) and exit")
-    train.add_argument("--logdir", type=Path, default=None,
-                       help="run directory, must be new or empty (default: runs/<agent>-<time>)")
-    train.add_argument("--threads", type=_nonnegative_int, default=0, metavar="N",
-                       help="torch threads, 0 = torch's default (default: 0)")
+    train.add_argument(
+        "--schedule-seed",
+        type=_nonnegative_int,
+        default=None,
+        metavar="S",
+        help="seed of the --games randomN draw (default: --seed)",
+    )
+    train.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the plan (games, order, steps, evaluation cost, replay memory) and exit",
+    )
+    train.add_argument(
+        "--logdir", type=Path, default=None, help="run directory, must be new or empty (default: runs/<agent>-<time>)"
+    )
+    train.add_argument(
+        "--threads",
+        type=_nonnegative_int,
+        default=0,
+        metavar="N",
+        help="torch threads, 0 = torch's default (default: 0)",
+    )
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_checkpoint_options(train)
-    train.add_argument("--log-formats", default="", metavar="csv,json",
-                       help="stable-baselines3's csv and/or json scalar logs (progress.csv, progress.json) beside "
-                            "TensorBoard's; a --resume starts them anew")
-    train.add_argument("--track", choices=("wandb", "mlflow"), default=None,
-                       help="also log to Weights & Biases (offline unless WANDB_MODE=online) or MLflow "
-                            "(<logdir>/mlruns unless MLFLOW_TRACKING_URI is set); pip install \"ewc_rl[track]\"")
-    train.add_argument("--resume", action="store_true",
-                       help="continue the run in --logdir from its latest checkpoint (same settings required)")
+    train.add_argument(
+        "--log-formats",
+        default="",
+        metavar="csv,json",
+        help="stable-baselines3's csv and/or json scalar logs (progress.csv, progress.json) beside "
+        "TensorBoard's; a --resume starts them anew",
+    )
+    train.add_argument(
+        "--track",
+        choices=("wandb", "mlflow"),
+        default=None,
+        help="also log to Weights & Biases (offline unless WANDB_MODE=online) or MLflow "
+        '(<logdir>/mlruns unless MLFLOW_TRACKING_URI is set); pip install "ewc_rl[track]"',
+    )
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --logdir from its latest checkpoint (same settings required)",
+    )
 
     compare = sub.add_parser(
-        "compare", help="train a grid of agents x settings x seeds on the same sequence, then report",
+        "compare",
+        help="train a grid of agents x settings x seeds on the same sequence, then report",
         description="Run every (agent, --grid setting, seed) exactly as `ewc-rl train` would, in "
-                    "<logdir>/<agent>[+key=value...]/seed-<s>/, in local worker processes or as Ray Tune trials; "
-                    "finished runs are skipped and unfinished ones resumed when repeated. Then write "
-                    "comparison.md/.json/.png, with the runs ranked by average performance.",
+        "<logdir>/<agent>[+key=value...]/seed-<s>/, in local worker processes or as Ray Tune trials; "
+        "finished runs are skipped and unfinished ones resumed when repeated. Then write "
+        "comparison.md/.json/.png, with the runs ranked by average performance.",
         epilog="examples: ewc-rl compare --agents dqn ewc --seeds 0 1 2 --games Pong,Breakout "
-               "--steps-per-game 1000000 --logdir runs/cmp;  "
-               "ewc-rl compare --agents ewc --grid penalty.lambda=100,1000,10000 --seeds 0 1 ... (a sweep)",
+        "--steps-per-game 1000000 --logdir runs/cmp;  "
+        "ewc-rl compare --agents ewc --grid penalty.lambda=100,1000,10000 --seeds 0 1 ... (a sweep)",
     )
-    compare.add_argument("--agents", nargs="+", default=["dqn", "ewc"], metavar="AGENT",
-                         help="agents to compare (default: dqn ewc)")
-    compare.add_argument("--seeds", nargs="+", type=_nonnegative_int, default=[0], metavar="S",
-                         help="seeds (default: 0)")
-    compare.add_argument("--schedule-seed", type=_nonnegative_int, default=0, metavar="S",
-                         help="seed of the --games randomN draw, shared by every run (default: 0)")
+    compare.add_argument(
+        "--agents", nargs="+", default=["dqn", "ewc"], metavar="AGENT", help="agents to compare (default: dqn ewc)"
+    )
+    compare.add_argument(
+        "--seeds", nargs="+", type=_nonnegative_int, default=[0], metavar="S", help="seeds (default: 0)"
+    )
+    compare.add_argument(
+        "--schedule-seed",
+        type=_nonnegative_int,
+        default=0,
+        metavar="S",
+        help="seed of the --games randomN draw, shared by every run (default: 0)",
+    )
     _add_run_options(compare)
     compare.add_argument("--logdir", type=Path, required=True, help="comparison directory")
-    compare.add_argument("--grid", action="append", default=[], metavar="SECTION.KEY=V1,V2,...",
-                         help="run every agent once per value of this setting (repeatable: values are crossed), "
-                              "e.g. --grid penalty.lambda=100,1000")
-    compare.add_argument("--workers", type=_positive_int, default=2, metavar="W",
-                         help="local backend: runs at once; torch threads are divided between them (default: 2)")
-    compare.add_argument("--backend", choices=("local", "ray"), default="local",
-                         help="local worker processes, or one Ray Tune trial per run (default: local)")
-    compare.add_argument("--address", default=None, metavar="auto|HOST:PORT",
-                         help="ray backend: the cluster to join (default: start a local Ray instance)")
-    compare.add_argument("--cpus-per-run", type=_positive_int, default=1, metavar="N",
-                         help="ray backend: CPUs (and torch threads) per run (default: 1)")
-    compare.add_argument("--gpus-per-run", type=_nonnegative_float, default=0.0, metavar="F",
-                         help="ray backend: GPUs per run, fractions allowed (default: 0)")
-    compare.add_argument("--retries", type=_nonnegative_int, default=2, metavar="N",
-                         help="ray backend: retry a failed run up to N times, from its checkpoint (default: 2)")
+    compare.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=V1,V2,...",
+        help="run every agent once per value of this setting (repeatable: values are crossed), "
+        "e.g. --grid penalty.lambda=100,1000",
+    )
+    compare.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=2,
+        metavar="W",
+        help="local backend: runs at once; torch threads are divided between them (default: 2)",
+    )
+    compare.add_argument(
+        "--backend",
+        choices=("local", "ray"),
+        default="local",
+        help="local worker processes, or one Ray Tune trial per run (default: local)",
+    )
+    compare.add_argument(
+        "--address",
+        default=None,
+        metavar="auto|HOST:PORT",
+        help="ray backend: the cluster to join (default: start a local Ray instance)",
+    )
+    compare.add_argument(
+        "--cpus-per-run",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="ray backend: CPUs (and torch threads) per run (default: 1)",
+    )
+    compare.add_argument(
+        "--gpus-per-run",
+        type=_nonnegative_float,
+        default=0.0,
+        metavar="F",
+        help="ray backend: GPUs per run, fractions allowed (default: 0)",
+    )
+    compare.add_argument(
+        "--retries",
+        type=_nonnegative_int,
+        default=2,
+        metavar="N",
+        help="ray backend: retry a failed run up to N times, from its checkpoint (default: 2)",
+    )
     compare.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_checkpoint_options(compare)
 
     rand = sub.add_parser(
-        "random-scores", help="measure a uniformly random policy's score per game (normalisation baselines)",
+        "random-scores",
+        help="measure a uniformly random policy's score per game (normalisation baselines)",
         description="Play each game with uniformly random actions (the evaluator with epsilon = 1) and print "
-                    "the mean return with its 95% interval over all episodes.",
+        "the mean return with its 95% interval over all episodes.",
     )
     rand.add_argument("--games", required=True, metavar="G1,G2,...")
-    rand.add_argument("--agent", default=None, metavar="NAME|PATH",
-                      help="agent file whose [env] settings and eval.max_episode_steps to play with "
-                           "(default: dqn for ALE games, minatar-dqn for MinAtar games)")
+    rand.add_argument(
+        "--agent",
+        default=None,
+        metavar="NAME|PATH",
+        help="agent file whose [env] settings and eval.max_episode_steps to play with "
+        "(default: dqn for ALE games, minatar-dqn for MinAtar games)",
+    )
     rand.add_argument("--episodes", type=_positive_int, default=100, metavar="K", help="episodes per seed")
     rand.add_argument("--seeds", nargs="+", type=_nonnegative_int, default=[0], metavar="S")
-    rand.add_argument("--max-episode-steps", type=_positive_int, default=None, metavar="N",
-                      help="episode cap in agent steps (default: the agent's eval.max_episode_steps)")
+    rand.add_argument(
+        "--max-episode-steps",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="episode cap in agent steps (default: the agent's eval.max_episode_steps)",
+    )
 
     bench = sub.add_parser(
-        "bench", help="measure throughput, replay memory, Fisher and evaluation cost on real ALE",
+        "bench",
+        help="measure throughput, replay memory, Fisher and evaluation cost on real ALE",
         description="Side by side on real ALE with the Nature CNN (train_freq 4, batch 32, 18 actions): ewc_rl's "
-                    "DQN with and without an EWC penalty of 10 anchors, stock stable-baselines3 DQN, and a bare "
-                    "torch loop; the frame replay's bytes per transition; the per-sample Fisher's speed; the "
-                    "evaluation's share of wall time. Prints a markdown table (docs/performance.md).",
+        "DQN with and without an EWC penalty of 10 anchors, stock stable-baselines3 DQN, and a bare "
+        "torch loop; the frame replay's bytes per transition; the per-sample Fisher's speed; the "
+        "evaluation's share of wall time. Prints a markdown table (docs/performance.md).",
     )
-    bench.add_argument("--quick", action="store_const", const="quick", dest="size", default="full",
-                       help="short measurements: about 3 minutes on 2 CPU cores (the full run: about 10)")
-    bench.add_argument("--size", choices=("tiny", "quick", "full"), default="full",
-                       help="measurement lengths; tiny only checks that everything runs (default: full)")
-    bench.add_argument("--agent", default="dqn", metavar="NAME|PATH",
-                       help="agent file whose settings (n_envs, replay, learning rate, eval) ewc_rl uses "
-                            "(default: dqn)")
+    bench.add_argument(
+        "--quick",
+        action="store_const",
+        const="quick",
+        dest="size",
+        default="full",
+        help="short measurements: about 3 minutes on 2 CPU cores (the full run: about 10)",
+    )
+    bench.add_argument(
+        "--size",
+        choices=("tiny", "quick", "full"),
+        default="full",
+        help="measurement lengths; tiny only checks that everything runs (default: full)",
+    )
+    bench.add_argument(
+        "--agent",
+        default="dqn",
+        metavar="NAME|PATH",
+        help="agent file whose settings (n_envs, replay, learning rate, eval) ewc_rl uses (default: dqn)",
+    )
     bench.add_argument("--game", default="Breakout", help="ALE game (default: Breakout)")
     bench.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
-    bench.add_argument("--repeat", type=_positive_int, default=1, metavar="N",
-                       help="repeat the whole measurement N times and report each key's median, min and max "
-                            "(the machine's speed drifts by tens of percent; default: 1)")
+    bench.add_argument(
+        "--repeat",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="repeat the whole measurement N times and report each key's median, min and max "
+        "(the machine's speed drifts by tens of percent; default: 1)",
+    )
     bench.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the figures as JSON")
     bench.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     insp = sub.add_parser(
-        "inspect-fisher", help="the policy Fisher of a trained agent, per layer and temperature",
+        "inspect-fisher",
+        help="the policy Fisher of a trained agent, per layer and temperature",
         description="Rebuild the agent of RUN's latest checkpoint and report, on states of a game's replay memory, "
-                    "the Q-value gaps between actions, and for each tau the policy's entropy and the Fisher's mean "
-                    "per parameter tensor. The checkpoint must hold the replay: train with --checkpoint-replay "
-                    "--set agent.keep_replay=true.",
+        "the Q-value gaps between actions, and for each tau the policy's entropy and the Fisher's mean "
+        "per parameter tensor. The checkpoint must hold the replay: train with --checkpoint-replay "
+        "--set agent.keep_replay=true.",
     )
     insp.add_argument("run", type=Path, metavar="RUN", help="a run directory")
     insp.add_argument("--game", default=None, help="whose replay states to use (default: the latest game)")
-    insp.add_argument("--tau", type=float, nargs="+", default=[1.0, 0.1, 0.03, 0.01], metavar="T",
-                      help="temperatures of pi = softmax(Q / tau) (default: 1 0.1 0.03 0.01)")
+    insp.add_argument(
+        "--tau",
+        type=float,
+        nargs="+",
+        default=[1.0, 0.1, 0.03, 0.01],
+        metavar="T",
+        help="temperatures of pi = softmax(Q / tau) (default: 1 0.1 0.03 0.01)",
+    )
     insp.add_argument("--states", type=_positive_int, default=2_000, metavar="N", help="replay states (default: 2000)")
-    insp.add_argument("--estimator", default="sampled", metavar="NAME",
-                      help="the Fisher estimator: sampled, exact, empirical (squared TD-loss gradients, the same "
-                           "for every tau) or mas (absolute gradients of ||Q||^2, idem) (default: sampled)")
+    insp.add_argument(
+        "--estimator",
+        default="sampled",
+        metavar="NAME",
+        help="the Fisher estimator: sampled, exact, empirical (squared TD-loss gradients, the same "
+        "for every tau) or mas (absolute gradients of ||Q||^2, idem) (default: sampled)",
+    )
 
     toy = sub.add_parser(
-        "toy", help="the EWC paper's supervised check: permuted digits, SGD vs L2 vs EWC, in about a minute",
+        "toy",
+        help="the EWC paper's supervised check: permuted digits, SGD vs L2 vs EWC, in about a minute",
         description="Train a small MLP on K pixel-permuted versions of the 8x8 digits in sequence, once per method "
-                    "and seed, with the suite's Fisher and penalty; evaluate every task over training and write "
-                    "<logdir>/<method>/seed-<s>/ (summary.json, TensorBoard) and comparison.md/.json/.png.",
+        "and seed, with the suite's Fisher and penalty; evaluate every task over training and write "
+        "<logdir>/<method>/seed-<s>/ (summary.json, TensorBoard) and comparison.md/.json/.png.",
         epilog="example: ewc-rl toy --tasks 5 --methods sgd l2 ewc --lambda ewc=0.05 --seeds 0 1 2 3 4",
     )
     toy.add_argument("--tasks", type=_positive_int, default=5, metavar="K", help="permutations (default: 5)")
-    toy.add_argument("--methods", nargs="+", default=["sgd", "l2", "ewc"], metavar="M",
-                     help="sgd, l2, ewc, online-ewc (default: sgd l2 ewc)")
-    toy.add_argument("--lambda", dest="lambdas", action="append", default=[], metavar="[METHOD=]V",
-                     help="penalty strength, for all methods or METHOD (repeatable; default: 0.02 for each)")
-    toy.add_argument("--seeds", nargs="+", type=_nonnegative_int, default=[0, 1, 2, 3, 4], metavar="S",
-                     help="(default: 0 1 2 3 4)")
-    toy.add_argument("--steps-per-task", type=_positive_int, default=250, metavar="N",
-                     help="SGD steps (batch 32) per task (default: 250)")
+    toy.add_argument(
+        "--methods",
+        nargs="+",
+        default=["sgd", "l2", "ewc"],
+        metavar="M",
+        help="sgd, l2, ewc, online-ewc (default: sgd l2 ewc)",
+    )
+    toy.add_argument(
+        "--lambda",
+        dest="lambdas",
+        action="append",
+        default=[],
+        metavar="[METHOD=]V",
+        help="penalty strength, for all methods or METHOD (repeatable; default: 0.02 for each)",
+    )
+    toy.add_argument(
+        "--seeds", nargs="+", type=_nonnegative_int, default=[0, 1, 2, 3, 4], metavar="S", help="(default: 0 1 2 3 4)"
+    )
+    toy.add_argument(
+        "--steps-per-task",
+        type=_positive_int,
+        default=250,
+        metavar="N",
+        help="SGD steps (batch 32) per task (default: 250)",
+    )
     toy.add_argument("--lr", type=float, default=0.2, help="SGD learning rate (default: 0.2)")
     toy.add_argument("--hidden", type=_positive_int, default=100, metavar="H", help="units per layer (default: 100)")
-    toy.add_argument("--eval-every", type=_positive_int, default=25, metavar="N",
-                     help="test every task trained so far every N steps (default: 25)")
+    toy.add_argument(
+        "--eval-every",
+        type=_positive_int,
+        default=25,
+        metavar="N",
+        help="test every task trained so far every N steps (default: 25)",
+    )
     toy.add_argument("--fisher", default="exact", metavar="exact|sampled", help="estimator (default: exact)")
     toy.add_argument("--decay", type=float, default=1.0, help="online-ewc's Fisher decay (default: 1)")
     toy.add_argument("--logdir", type=Path, default=None, help="new or empty directory (default: runs/toy-<time>)")
     toy.add_argument("--threads", type=_positive_int, default=1, metavar="N", help="torch threads (default: 1)")
 
     ev = sub.add_parser(
-        "evaluate", help="play a run's latest learner on games: returns with 95%% intervals, and videos",
+        "evaluate",
+        help="play a run's latest learner on games: returns with 95%% intervals, and videos",
         description="Rebuild the learner of RUN's latest checkpoint (a finished or a running run) and play EPISODES "
-                    "episodes of each game epsilon-greedily, as the run's evaluator does; print the mean return "
-                    "with its 95% interval. --video also records one episode per game (what the agent sees: "
-                    "MinAtar's planes in colour, Atari's 84x84 frames) into RUN/videos/<game>.gif or .mp4.",
+        "episodes of each game epsilon-greedily, as the run's evaluator does; print the mean return "
+        "with its 95% interval. --video also records one episode per game (what the agent sees: "
+        "MinAtar's planes in colour, Atari's 84x84 frames) into RUN/videos/<game>.gif or .mp4.",
         epilog="example: ewc-rl evaluate runs/demo/minatar-ewc/seed-0 --episodes 30 --video",
     )
     ev.add_argument("run", type=Path, metavar="RUN", help="a run directory")
-    ev.add_argument("--games", default=None, metavar="G1,G2,...",
-                    help="games to play, of the run's suite (default: the run's games)")
+    ev.add_argument(
+        "--games",
+        default=None,
+        metavar="G1,G2,...",
+        help="games to play, of the run's suite (default: the run's games)",
+    )
     ev.add_argument("--episodes", type=_positive_int, default=10, metavar="K", help="episodes per game (default: 10)")
-    ev.add_argument("--epsilon", type=_nonnegative_float, default=None, metavar="E",
-                    help="exploration rate (default: the run's eval.epsilon; 0 = greedy)")
+    ev.add_argument(
+        "--epsilon",
+        type=_nonnegative_float,
+        default=None,
+        metavar="E",
+        help="exploration rate (default: the run's eval.epsilon; 0 = greedy)",
+    )
     ev.add_argument("--seed", type=_nonnegative_int, default=0)
     ev.add_argument("--video", action="store_true", help="record one episode per game")
     ev.add_argument("--video-dir", type=Path, default=None, metavar="DIR", help="where (default: RUN/videos)")
-    ev.add_argument("--video-format", choices=("gif", "mp4"), default="gif",
-                    help="gif (Pillow) or mp4 (needs pip install \"ewc_rl[video]\") (default: gif)")
+    ev.add_argument(
+        "--video-format",
+        choices=("gif", "mp4"),
+        default="gif",
+        help='gif (Pillow) or mp4 (needs pip install "ewc_rl[video]") (default: gif)',
+    )
 
     report = sub.add_parser(
-        "report", help="(re)write comparison.md/.json/.png from a comparison's summary.json files",
+        "report",
+        help="(re)write comparison.md/.json/.png from a comparison's summary.json files",
         description="Aggregate the finished runs under LOGDIR (<agent>/seed-<s>/summary.json) into "
-                    "comparison.json, comparison.md and comparison.png.",
+        "comparison.json, comparison.md and comparison.png.",
     )
     report.add_argument("logdir", type=Path, metavar="LOGDIR")
-    report.add_argument("--reference", type=Path, default=None, metavar="DIR",
-                        help="single-game runs (e.g. a compare with one game each) for forward transfer")
+    report.add_argument(
+        "--reference",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="single-game runs (e.g. a compare with one game each) for forward transfer",
+    )
     return parser
 
 
@@ -348,8 +553,9 @@ def _train(args: argparse.Namespace, argv: list[str]) -> int:
     _note_revisits(games, orders)
     schedule = make_schedule(games, args.steps_per_game, args.cycles, orders)
     if args.dry_run:
-        print(describe(cfg, schedule, seed=args.seed, pool=pool,
-                       eval_all_games=args.eval_all_games or cfg.eval.all_games))
+        print(
+            describe(cfg, schedule, seed=args.seed, pool=pool, eval_all_games=args.eval_all_games or cfg.eval.all_games)
+        )
         return 0
     _check_device(args.device)
     for warning in warnings(cfg, schedule):
@@ -362,8 +568,9 @@ def _train(args: argparse.Namespace, argv: list[str]) -> int:
             print(f"ewc-rl: {logdir} holds a complete run: nothing to resume", file=sys.stderr)
             return 0
     elif logdir.exists() and (not logdir.is_dir() or any(logdir.iterdir())):
-        raise UsageError(f"--logdir {logdir} already holds files; use --resume to continue the run there, "
-                         "or choose a new directory")
+        raise UsageError(
+            f"--logdir {logdir} already holds files; use --resume to continue the run there, or choose a new directory"
+        )
     check_writable(logdir)
     if args.threads:
         th.set_num_threads(args.threads)
@@ -377,11 +584,22 @@ def _train(args: argparse.Namespace, argv: list[str]) -> int:
         if importlib.util.find_spec(args.track) is None:
             raise UsageError(f'--track {args.track} needs the {args.track} package: pip install "ewc_rl[track]"')
     command = ["ewc-rl", *argv]
-    spec = RunSpec(games=games, orders=orders, steps_per_game=args.steps_per_game, logdir=logdir, cycles=args.cycles,
-                   seed=args.seed, device=args.device, progress=not args.no_progress,
-                   eval_all_games=args.eval_all_games or cfg.eval.all_games,
-                   checkpoint_every=args.checkpoint_every, checkpoint_replay=args.checkpoint_replay, command=command,
-                   log_formats=formats, track=args.track)
+    spec = RunSpec(
+        games=games,
+        orders=orders,
+        steps_per_game=args.steps_per_game,
+        logdir=logdir,
+        cycles=args.cycles,
+        seed=args.seed,
+        device=args.device,
+        progress=not args.no_progress,
+        eval_all_games=args.eval_all_games or cfg.eval.all_games,
+        checkpoint_every=args.checkpoint_every,
+        checkpoint_replay=args.checkpoint_replay,
+        command=command,
+        log_formats=formats,
+        track=args.track,
+    )
     try:
         summary = Trainer(cfg, spec).run(resume=args.resume)
     except Interrupted as exc:
@@ -420,26 +638,45 @@ def _compare(args: argparse.Namespace) -> int:
     _check_device(args.device)
     check_writable(args.logdir)
     random_draw = orders is not None
-    spec = GridSpec(agents=list(args.agents), seeds=list(args.seeds),
-                    games=[args.games.strip()] if random_draw else games,
-                    pool=pool, schedule_seed=args.schedule_seed if random_draw else None,
-                    steps_per_game=args.steps_per_game, cycles=args.cycles, overrides=list(args.overrides),
-                    grid=grid, eval_every=args.eval_every, eval_episodes=args.eval_episodes,
-                    eval_all_games=args.eval_all_games, checkpoint_every=args.checkpoint_every,
-                    checkpoint_replay=args.checkpoint_replay)
+    spec = GridSpec(
+        agents=list(args.agents),
+        seeds=list(args.seeds),
+        games=[args.games.strip()] if random_draw else games,
+        pool=pool,
+        schedule_seed=args.schedule_seed if random_draw else None,
+        steps_per_game=args.steps_per_game,
+        cycles=args.cycles,
+        overrides=list(args.overrides),
+        grid=grid,
+        eval_every=args.eval_every,
+        eval_episodes=args.eval_episodes,
+        eval_all_games=args.eval_all_games,
+        checkpoint_every=args.checkpoint_every,
+        checkpoint_replay=args.checkpoint_replay,
+    )
     try:
         if args.backend == "ray":
             from ewc_rl.raytune import run_grid_ray
 
-            failed = run_grid_ray(spec, args.logdir, address=args.address, cpus_per_run=args.cpus_per_run,
-                                  gpus_per_run=args.gpus_per_run, retries=args.retries, device=args.device,
-                                  progress=not args.no_progress)
+            failed = run_grid_ray(
+                spec,
+                args.logdir,
+                address=args.address,
+                cpus_per_run=args.cpus_per_run,
+                gpus_per_run=args.gpus_per_run,
+                retries=args.retries,
+                device=args.device,
+                progress=not args.no_progress,
+            )
         else:
-            failed = run_grid(spec, args.logdir, workers=args.workers, device=args.device,
-                              progress=not args.no_progress)
+            failed = run_grid(
+                spec, args.logdir, workers=args.workers, device=args.device, progress=not args.no_progress
+            )
     except KeyboardInterrupt as stop:
-        print("ewc-rl: interrupted; unfinished runs wrote checkpoints. Run the same command again to resume them.",
-              file=sys.stderr)
+        print(
+            "ewc-rl: interrupted; unfinished runs wrote checkpoints. Run the same command again to resume them.",
+            file=sys.stderr,
+        )
         return 128 + getattr(stop, "signum", signal.SIGINT)
     paths = write_report(args.logdir)
     print(paths["md"].read_text())
@@ -472,8 +709,13 @@ def _random_scores(args: argparse.Namespace) -> int:
     print(f"uniformly random actions, env settings of agent '{cfg.name}', episodes capped at {cap} steps")
     print(f"{'game':<24}{'episodes':>9}{'mean':>10}{'95% CI':>10}")
     for game in games:
-        returns = [r for seed in args.seeds for r in evaluate(
-            uniform, game, cfg.env, episodes=args.episodes, epsilon=1.0, max_episode_steps=cap, seed=seed)]
+        returns = [
+            r
+            for seed in args.seeds
+            for r in evaluate(
+                uniform, game, cfg.env, episodes=args.episodes, epsilon=1.0, max_episode_steps=cap, seed=seed
+            )
+        ]
         stat = mean_ci(returns)
         print(f"{game:<24}{len(returns):>9}{stat['mean']:>10.3f}{stat['ci95'] or 0:>10.3f}")
     return 0
@@ -491,8 +733,7 @@ def _bench(args: argparse.Namespace) -> int:
     load_config(args.agent, args.overrides)  # a bad agent or setting fails here, in one line
     if args.json is not None and not args.json.parent.is_dir():
         raise UsageError(f"--json: no such directory: {args.json.parent}")
-    result = bench.run_repeated(args.repeat, args.agent, game, args.size, args.overrides,
-                                progress=not args.no_progress)
+    result = bench.run_repeated(args.repeat, args.agent, game, args.size, args.overrides, progress=not args.no_progress)
     print(bench.to_markdown(result))
     if args.json is not None:
         write_json(args.json, result)
@@ -523,8 +764,15 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise UsageError(f"--epsilon must be between 0 and 1; got {args.epsilon}")
     games = parse_games(args.games) if args.games else None
     video_dir = (args.video_dir or args.run / "videos") if args.video else None
-    result = evaluate_run(args.run, games, episodes=args.episodes, epsilon=args.epsilon, seed=args.seed,
-                          video_dir=video_dir, video_format=args.video_format)
+    result = evaluate_run(
+        args.run,
+        games,
+        episodes=args.episodes,
+        epsilon=args.epsilon,
+        seed=args.seed,
+        video_dir=video_dir,
+        video_format=args.video_format,
+    )
     print(f"{args.run}: learner at step {result['step']}, epsilon {result['epsilon']:g}, {args.episodes} episodes")
     print(f"{'game':<24}{'mean':>10}{'95% CI':>10}{'min':>8}{'max':>8}")
     for game, r in result["games"].items():
@@ -550,10 +798,18 @@ def _toy(args: argparse.Namespace) -> int:
 
     from ewc_rl import toy
 
-    spec = toy.ToySpec(tasks=args.tasks, methods=tuple(args.methods), seeds=tuple(args.seeds),
-                       lambdas=toy.parse_lambdas(args.lambdas, toy.ToySpec().lambdas),
-                       steps_per_task=args.steps_per_task, lr=args.lr, hidden=args.hidden,
-                       eval_every=args.eval_every, fisher=args.fisher, decay=args.decay)
+    spec = toy.ToySpec(
+        tasks=args.tasks,
+        methods=tuple(args.methods),
+        seeds=tuple(args.seeds),
+        lambdas=toy.parse_lambdas(args.lambdas, toy.ToySpec().lambdas),
+        steps_per_task=args.steps_per_task,
+        lr=args.lr,
+        hidden=args.hidden,
+        eval_every=args.eval_every,
+        fisher=args.fisher,
+        decay=args.decay,
+    )
     spec.validate()
     logdir: Path = args.logdir or Path("runs") / f"toy-{datetime.now():%Y%m%d-%H%M%S}"
     if logdir.exists() and (not logdir.is_dir() or any(logdir.iterdir())):

@@ -63,8 +63,11 @@ class GridSpec:
 
     def identity(self) -> dict[str, object]:
         """What must match for two invocations to be the same comparison (agents, seeds may grow)."""
-        return {k: v for k, v in asdict(self).items() if k not in ("agents", "seeds", "checkpoint_every",
-                                                                    "checkpoint_replay")}
+        return {
+            k: v
+            for k, v in asdict(self).items()
+            if k not in ("agents", "seeds", "checkpoint_every", "checkpoint_replay")
+        }
 
     def variants(self) -> list[list[tuple[str, str]]]:
         """Each combination of ``grid`` values, as (key, value) pairs (one empty variant without a grid)."""
@@ -74,14 +77,17 @@ class GridSpec:
     def cells(self) -> list[Cell]:
         """Every run, each once; two that would share a run directory (a repeat, or two agent files with one
         name) are refused: the second would silently "resume" the first."""
-        cells = list(dict.fromkeys(Cell(a, s, tuple(v)) for a in self.agents for v in self.variants()
-                                   for s in self.seeds))
+        cells = list(
+            dict.fromkeys(Cell(a, s, tuple(v)) for a in self.agents for v in self.variants() for s in self.seeds)
+        )
         seen: dict[tuple[str, int], Cell] = {}
         for cell in cells:
             other = seen.setdefault((cell.label, cell.seed), cell)
             if other is not cell:
-                raise UsageError(f"--agents {other.agent} and {cell.agent} would share the run directory "
-                                 f"{cell.label}/seed-{cell.seed}; rename one of the agent files")
+                raise UsageError(
+                    f"--agents {other.agent} and {cell.agent} would share the run directory "
+                    f"{cell.label}/seed-{cell.seed}; rename one of the agent files"
+                )
         return cells
 
     def steps_per_run(self) -> int:
@@ -142,9 +148,26 @@ def steps_done(spec: GridSpec, logdir: Path, cells: list[Cell], ended: set[Cell]
 
 def train_argv(spec: GridSpec, cell: Cell, logdir: Path, device: str, threads: int) -> list[str]:
     """The ``ewc-rl train`` arguments of one grid cell (``--resume`` is added by whoever starts it)."""
-    argv = ["train", "--agent", cell.agent, "--games", ",".join(spec.games), "--steps-per-game",
-            str(spec.steps_per_game), "--cycles", str(spec.cycles), "--seed", str(cell.seed), "--logdir",
-            str(cell.run_dir(logdir)), "--device", device, "--threads", str(threads), "--no-progress"]
+    argv = [
+        "train",
+        "--agent",
+        cell.agent,
+        "--games",
+        ",".join(spec.games),
+        "--steps-per-game",
+        str(spec.steps_per_game),
+        "--cycles",
+        str(spec.cycles),
+        "--seed",
+        str(cell.seed),
+        "--logdir",
+        str(cell.run_dir(logdir)),
+        "--device",
+        device,
+        "--threads",
+        str(threads),
+        "--no-progress",
+    ]
     for override in [*spec.overrides, *(f"{k}={v}" for k, v in cell.variant)]:
         argv += ["--set", override]
     if spec.eval_every is not None:
@@ -180,8 +203,9 @@ def check_spec(logdir: Path, spec: GridSpec) -> None:
         saved = json.loads(path.read_text())
         diff = [k for k, v in spec.identity().items() if saved.get(k) != v]
         if diff:
-            raise UsageError(f"{logdir} holds a comparison with other settings ({', '.join(diff)} differ); "
-                             "use another --logdir")
+            raise UsageError(
+                f"{logdir} holds a comparison with other settings ({', '.join(diff)} differ); use another --logdir"
+            )
     elif logdir.exists() and any(p.name != "logs" for p in logdir.iterdir()):
         raise UsageError(f"--logdir {logdir} already holds files that are not a comparison; use another directory")
 
@@ -190,8 +214,11 @@ def pending(spec: GridSpec, logdir: Path) -> list[Cell]:
     """Write compare.json and return the cells still to run (finished ones are skipped)."""
     check_spec(logdir, spec)
     logdir.mkdir(parents=True, exist_ok=True)
-    saved = {**asdict(spec), "agents": sorted(set(spec.agents) | set(_saved(logdir, "agents"))),
-             "seeds": sorted(set(spec.seeds) | set(_saved(logdir, "seeds")))}
+    saved = {
+        **asdict(spec),
+        "agents": sorted(set(spec.agents) | set(_saved(logdir, "agents"))),
+        "seeds": sorted(set(spec.seeds) | set(_saved(logdir, "seeds"))),
+    }
     write_json(logdir / "compare.json", saved)
     (logdir / "logs").mkdir(exist_ok=True)
     cells = spec.cells()
@@ -211,8 +238,15 @@ def run_grid(spec: GridSpec, logdir: Path, *, workers: int, device: str = "auto"
     previous = {sig: signal.signal(sig, pool.interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         # One bar of agent steps over all runs (finished ones count fully): its rate and ETA are the grid's.
-        with tqdm(total=spec.steps_per_run() * len(cells), initial=steps_done(spec, logdir, cells, set()),
-                  unit="step", unit_scale=True, disable=not progress, file=sys.stderr, dynamic_ncols=True) as bar:
+        with tqdm(
+            total=spec.steps_per_run() * len(cells),
+            initial=steps_done(spec, logdir, cells, set()),
+            unit="step",
+            unit_scale=True,
+            disable=not progress,
+            file=sys.stderr,
+            dynamic_ncols=True,
+        ) as bar:
             failed = pool.run(todo, bar, cells)
         if pool.signum is not None:
             pool.stop()
@@ -240,8 +274,9 @@ class _Pool:
         argv = prepare_run_dir(cell, self.logdir, train_argv(self.spec, cell, self.logdir, self.device, self.threads))
         env = {**os.environ, "OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads)}
         with open(cell.log(self.logdir), "a") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "ewc_rl", *argv], stdout=log,
-                                    stderr=subprocess.STDOUT, env=env)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "ewc_rl", *argv], stdout=log, stderr=subprocess.STDOUT, env=env
+            )
         self.running[proc] = (cell, time.perf_counter())
 
     def run(self, todo: list[Cell], bar: tqdm, cells: list[Cell]) -> int:
@@ -260,12 +295,16 @@ class _Pool:
             for proc in exited:
                 cell, t0 = self.running.pop(proc)
                 if proc.returncode == 0:
-                    tqdm.write(f"finished {cell.label} seed {cell.seed} in {(time.perf_counter() - t0) / 60:.1f} min",
-                               file=sys.stderr)
+                    tqdm.write(
+                        f"finished {cell.label} seed {cell.seed} in {(time.perf_counter() - t0) / 60:.1f} min",
+                        file=sys.stderr,
+                    )
                 else:
                     failed += 1
-                    tqdm.write(f"FAILED {cell.label} seed {cell.seed} (exit {proc.returncode}); see "
-                               f"{cell.log(self.logdir)}", file=sys.stderr)
+                    tqdm.write(
+                        f"FAILED {cell.label} seed {cell.seed} (exit {proc.returncode}); see {cell.log(self.logdir)}",
+                        file=sys.stderr,
+                    )
             if exited:
                 bar.set_postfix_str(self._labels())
         return failed

@@ -25,8 +25,16 @@ class ConfigError(UsageError):
     """An agent file or ``--set`` override that does not fit the schema."""
 
 
-def setting(default: Any = None, *, factory: Any = None, key: str | None = None, min: float | None = None,
-            max: float | None = None, above: float | None = None, choices: tuple[str, ...] | None = None) -> Any:
+def setting(
+    default: Any = None,
+    *,
+    factory: Any = None,
+    key: str | None = None,
+    min: float | None = None,
+    max: float | None = None,
+    above: float | None = None,
+    choices: tuple[str, ...] | None = None,
+) -> Any:
     """A schema field: ``min``/``max`` are inclusive bounds, ``above`` an exclusive lower bound; ``key`` is the
     agent file's name when it differs from the field's (``lambda``); ``factory`` makes a list default."""
     meta = {"key": key, "min": min, "max": max, "above": above, "choices": choices}
@@ -159,8 +167,9 @@ class Config:
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """Settings by section, with the agent file's key names (``lambda``, not ``lam``)."""
-        return {s: {_key(f): getattr(obj, f.name) for f in dataclasses.fields(obj)}
-                for s, obj in self.sections().items()}
+        return {
+            s: {_key(f): getattr(obj, f.name) for f in dataclasses.fields(obj)} for s, obj in self.sections().items()
+        }
 
     def flat(self) -> dict[str, Any]:
         """``section.key -> value``, e.g. for TensorBoard hparams."""
@@ -217,8 +226,9 @@ def load_config(agent: str, overrides: list[str] | tuple[str, ...] = ()) -> Conf
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not a UTF-8 text file (byte {exc.start}: {exc.reason}); TOML files are UTF-8") \
-            from None
+        raise ConfigError(
+            f"{path}: not a UTF-8 text file (byte {exc.start}: {exc.reason}); TOML files are UTF-8"
+        ) from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot be read: {exc.strerror or exc}") from None
     for text in overrides:
@@ -248,21 +258,27 @@ def from_dict(raw: dict[str, Any], *, name: str = "custom", source: str = "<dict
     active = cfg.agent.methods
     for method in active:
         if method not in methods:
-            raise ConfigError(f"{source}: 'agent.methods' names an unknown method '{method}'"
-                              f"{_did_you_mean(method, methods)}; known: {', '.join(methods)}")
+            raise ConfigError(
+                f"{source}: 'agent.methods' names an unknown method '{method}'"
+                f"{_did_you_mean(method, methods)}; known: {', '.join(methods)}"
+            )
     if len(set(active)) < len(active):
         raise ConfigError(f"{source}: 'agent.methods' lists a method twice: {active}")
     for section in sections.keys() - SECTIONS.keys():
         if section not in active:
-            raise ConfigError(f"{source}: '[{section}]' configures the method '{section}', which 'agent.methods' "
-                              f"does not list ({active}); add it there or drop the section")
+            raise ConfigError(
+                f"{source}: '[{section}]' configures the method '{section}', which 'agent.methods' "
+                f"does not list ({active}); add it there or drop the section"
+            )
         cfg.method_settings[section] = sections[section]
     for method in active:
         methods[method].check(cfg.section(method), cfg)
     n, freq = cfg.agent.n_envs, cfg.dqn.train_freq
     if freq % n and n % freq:
-        raise ConfigError(f"{source}: 'dqn.train_freq' ({freq} agent steps per update) and 'agent.n_envs' ({n}) "
-                          "must divide one another")
+        raise ConfigError(
+            f"{source}: 'dqn.train_freq' ({freq} agent steps per update) and 'agent.n_envs' ({n}) "
+            "must divide one another"
+        )
     return cfg
 
 
@@ -313,5 +329,10 @@ def _check(where: str, f: dataclasses.Field, value: Any, source: str) -> Any:
 
 
 def _article(kind: str) -> str:
-    return {"bool": "a boolean (true/false)", "int": "an integer", "float": "a number", "str": "a string",
-            "list[str]": "a list of strings"}[kind]
+    return {
+        "bool": "a boolean (true/false)",
+        "int": "an integer",
+        "float": "a number",
+        "str": "a string",
+        "list[str]": "a list of strings",
+    }[kind]

@@ -59,20 +59,23 @@ def load_agent(run_dir: Path) -> tuple[ContinualDQN, list[str]]:
     try:
         agent.restore_checkpoint(ckpt.meta["agent"], ckpt.state, ckpt.replays, current)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        raise checkpoints.CheckpointError(f"checkpoint {ckpt.path} does not fit this ewc_rl: {type(exc).__name__}: "
-                                          f"{str(exc).splitlines()[0][:160] if str(exc) else ''}") from None
+        raise checkpoints.CheckpointError(
+            f"checkpoint {ckpt.path} does not fit this ewc_rl: {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:160] if str(exc) else ''}"
+        ) from None
     env.close()
     trained = [g for g in columns if g in agent.kept_replays]
     return agent, trained
 
 
-def inspect(run_dir: Path, game: str | None, taus: list[float], n_states: int, estimator: str,
-            seed: int = 0) -> str:
+def inspect(run_dir: Path, game: str | None, taus: list[float], n_states: int, estimator: str, seed: int = 0) -> str:
     """The report as text."""
     agent, with_memory = load_agent(run_dir)
     if not with_memory:
-        raise UsageError(f"the checkpoint of {run_dir} holds no replay memory to draw states from; train with "
-                         "--checkpoint-replay --set agent.keep_replay=true")
+        raise UsageError(
+            f"the checkpoint of {run_dir} holds no replay memory to draw states from; train with "
+            "--checkpoint-replay --set agent.keep_replay=true"
+        )
     game = game or with_memory[-1]
     if game not in with_memory:
         raise UsageError(f"no replay memory of {game} in the checkpoint; it has: {', '.join(with_memory)}")
@@ -85,17 +88,23 @@ def inspect(run_dir: Path, game: str | None, taus: list[float], n_states: int, e
     top2 = q.topk(2, dim=1).values
     gaps = (top2[:, 0] - top2[:, 1]).numpy()
     n_actions = q.shape[1]
-    lines = [f"{run_dir}: {game}, {len(obs)} replay states, {estimator} Fisher of pi = softmax(Q / tau)",
-             f"Q-values: mean {float(q.mean()):.3f}, spread across actions (std per state, mean) "
-             f"{float(q.std(dim=1).mean()):.4f}",
-             "gap between the best and second-best action's Q: " + ", ".join(
-                 f"{label} {np.quantile(gaps, p):.4f}" for label, p in (("10%", 0.1), ("median", 0.5), ("90%", 0.9))),
-             ""]
+    lines = [
+        f"{run_dir}: {game}, {len(obs)} replay states, {estimator} Fisher of pi = softmax(Q / tau)",
+        f"Q-values: mean {float(q.mean()):.3f}, spread across actions (std per state, mean) "
+        f"{float(q.std(dim=1).mean()):.4f}",
+        "gap between the best and second-best action's Q: "
+        + ", ".join(
+            f"{label} {np.quantile(gaps, p):.4f}" for label, p in (("10%", 0.1), ("median", 0.5), ("90%", 0.9))
+        ),
+        "",
+    ]
     shared = agent.shared_parameters()
     names = list(shared)
     header = f"{'tau':>7} {'entropy':>8} {'mean F':>10} " + " ".join(f"{_short(n):>14}" for n in names)
-    lines += [f"policy entropy: at most log {n_actions} = {math.log(n_actions):.3f}; per tensor: mean F "
-              "(share of the total)", header]
+    lines += [
+        f"policy entropy: at most log {n_actions} = {math.log(n_actions):.3f}; per tensor: mean F (share of the total)",
+        header,
+    ]
     for tau in taus:
         with th.no_grad():
             logp = policy_log_probs(q, tau)

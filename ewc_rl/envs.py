@@ -52,7 +52,7 @@ def suite(game: str) -> str:
 
 
 def _canonical_minatar(name: str) -> str:
-    rest = name[len(MINATAR_PREFIX):].strip()
+    rest = name[len(MINATAR_PREFIX) :].strip()
     by_lower = {g.lower(): g for g in MINATAR_GAMES}
     if rest.lower().replace("_", "") in by_lower:
         return MINATAR_PREFIX + by_lower[rest.lower().replace("_", "")]
@@ -80,7 +80,7 @@ def canonical_game(name: str) -> str:
     ids such as ``ALE/Pong-v5`` and ``PongNoFrameskip-v4`` name the same game)."""
     name = _strip_gym_id(name)
     if name.lower().startswith(MINATAR_PREFIX.lower()):
-        return _canonical_minatar(MINATAR_PREFIX + name[len(MINATAR_PREFIX):])
+        return _canonical_minatar(MINATAR_PREFIX + name[len(MINATAR_PREFIX) :])
     games = atari_games()
     if name in games:
         return name
@@ -102,8 +102,10 @@ def parse_games(text: str) -> list[str]:
     games = [canonical_game(n) for n in names]
     suites = {suite(g) for g in games}
     if len(suites) > 1:
-        raise UsageError("--games mixes ALE and MinAtar games, whose observations differ (4x84x84 frames vs "
-                         "10x10x10 planes) so one network cannot play both; use one suite per sequence")
+        raise UsageError(
+            "--games mixes ALE and MinAtar games, whose observations differ (4x84x84 frames vs "
+            "10x10x10 planes) so one network cannot play both; use one suite per sequence"
+        )
     return games
 
 
@@ -115,19 +117,37 @@ class AtariVecEnv(VecEnv):
     Monitor format) always carry the raw, unclipped game score over a full game.
     """
 
-    def __init__(self, game: str, n_envs: int, cfg: EnvConfig, *, training: bool, seed: int | None = None,
-                 max_episode_steps: int = 27_000, num_threads: int = 1) -> None:
+    def __init__(
+        self,
+        game: str,
+        n_envs: int,
+        cfg: EnvConfig,
+        *,
+        training: bool,
+        seed: int | None = None,
+        max_episode_steps: int = 27_000,
+        num_threads: int = 1,
+    ) -> None:
         from ale_py.vector_env import AtariVectorEnv
 
         self.game = canonical_game(game)
         self.training = training
         self.life_loss_terminal = training and cfg.terminal_on_life_loss
         self._env = AtariVectorEnv(
-            atari_games()[self.game], n_envs, num_threads=num_threads, full_action_space=True,
-            repeat_action_probability=cfg.repeat_action_probability, frameskip=cfg.frame_skip,
-            noop_max=cfg.noop_max, img_height=cfg.screen_size, img_width=cfg.screen_size,
-            stack_num=cfg.frame_stack, max_num_frames_per_episode=max_episode_steps * cfg.frame_skip,
-            reward_clipping=False, episodic_life=False, autoreset_mode="SameStep",
+            atari_games()[self.game],
+            n_envs,
+            num_threads=num_threads,
+            full_action_space=True,
+            repeat_action_probability=cfg.repeat_action_probability,
+            frameskip=cfg.frame_skip,
+            noop_max=cfg.noop_max,
+            img_height=cfg.screen_size,
+            img_width=cfg.screen_size,
+            stack_num=cfg.frame_stack,
+            max_num_frames_per_episode=max_episode_steps * cfg.frame_skip,
+            reward_clipping=False,
+            episodic_life=False,
+            autoreset_mode="SameStep",
         )
         obs_space = gym.spaces.Box(0, 255, (cfg.frame_stack, cfg.screen_size, cfg.screen_size), np.uint8)
         super().__init__(n_envs, obs_space, gym.spaces.Discrete(N_ACTIONS))
@@ -166,8 +186,11 @@ class AtariVecEnv(VecEnv):
             if game_over[i]:
                 infos[i]["terminal_observation"] = info["final_obs"][i]
                 infos[i]["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
-                infos[i]["episode"] = {"r": float(self._returns[i]), "l": int(self._lengths[i]),
-                                       "t": round(time.time() - self._t0, 6)}
+                infos[i]["episode"] = {
+                    "r": float(self._returns[i]),
+                    "l": int(self._lengths[i]),
+                    "t": round(time.time() - self._t0, 6),
+                }
                 self._returns[i] = 0
                 self._lengths[i] = 0
             else:  # a lost life: terminal for the learner, but the game continues from `obs`
@@ -185,8 +208,9 @@ class AtariVecEnv(VecEnv):
     def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
         setattr(self, attr_name, value)
 
-    def env_method(self, method_name: str, *method_args: Any, indices: VecEnvIndices = None,
-                   **method_kwargs: Any) -> list[Any]:
+    def env_method(
+        self, method_name: str, *method_args: Any, indices: VecEnvIndices = None, **method_kwargs: Any
+    ) -> list[Any]:
         raise NotImplementedError("AtariVecEnv has no per-environment methods")
 
     def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None) -> list[bool]:
@@ -241,8 +265,16 @@ def observation_shape(game: str, cfg: EnvConfig) -> tuple[int, ...]:
     return (cfg.frame_stack, cfg.screen_size, cfg.screen_size)
 
 
-def make_env(game: str, cfg: EnvConfig, *, training: bool, n_envs: int = 1, seed: int | None = None,
-             max_episode_steps: int = 27_000, threads: int | None = None) -> VecEnv:
+def make_env(
+    game: str,
+    cfg: EnvConfig,
+    *,
+    training: bool,
+    n_envs: int = 1,
+    seed: int | None = None,
+    max_episode_steps: int = 27_000,
+    threads: int | None = None,
+) -> VecEnv:
     """The environment for ``game``: a training env (clipped rewards) or an evaluation env (raw rewards).
 
     ``threads`` caps the emulator threads of an ALE vector env (default: the cores); give a run's own CPU
@@ -253,11 +285,18 @@ def make_env(game: str, cfg: EnvConfig, *, training: bool, n_envs: int = 1, seed
 
         _register_minatar()
         base = 0 if seed is None else seed
-        vec = DummyVecEnv([functools.partial(_minatar_env, game, cfg, training=training, seed=base + i,
-                                             max_episode_steps=max_episode_steps) for i in range(n_envs)])
+        vec = DummyVecEnv(
+            [
+                functools.partial(
+                    _minatar_env, game, cfg, training=training, seed=base + i, max_episode_steps=max_episode_steps
+                )
+                for i in range(n_envs)
+            ]
+        )
         vec.seed(base)
         return vec
     # Stepping alternates with the learner's torch work, so the emulators may use the run's cores meanwhile.
     threads = max(1, min(n_envs, threads or os.cpu_count() or 1))
-    return AtariVecEnv(game, n_envs, cfg, training=training, seed=seed, max_episode_steps=max_episode_steps,
-                       num_threads=threads)
+    return AtariVecEnv(
+        game, n_envs, cfg, training=training, seed=seed, max_episode_steps=max_episode_steps, num_threads=threads
+    )

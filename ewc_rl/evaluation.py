@@ -10,12 +10,22 @@ from ewc_rl.config import EnvConfig
 from ewc_rl.envs import make_env
 
 
-def evaluate(q_net: nn.Module, game: str, env_cfg: EnvConfig, *, episodes: int, epsilon: float,
-             max_episode_steps: int, seed: int, device: th.device | str = "cpu",
-             threads: int | None = None) -> list[float]:
+def evaluate(
+    q_net: nn.Module,
+    game: str,
+    env_cfg: EnvConfig,
+    *,
+    episodes: int,
+    epsilon: float,
+    max_episode_steps: int,
+    seed: int,
+    device: th.device | str = "cpu",
+    threads: int | None = None,
+) -> list[float]:
     """Unclipped returns of ``episodes`` full games played epsilon-greedily (games are capped in steps)."""
-    env = make_env(game, env_cfg, training=False, n_envs=episodes, seed=seed,
-                   max_episode_steps=max_episode_steps, threads=threads)
+    env = make_env(
+        game, env_cfg, training=False, n_envs=episodes, seed=seed, max_episode_steps=max_episode_steps, threads=threads
+    )
     rng = np.random.default_rng(seed)
     returns = np.full(episodes, np.nan)
     was_training = q_net.training

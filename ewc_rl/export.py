@@ -49,12 +49,23 @@ def plain_dqn(agent: ContinualDQN, game: str, epsilon: float) -> DQN:
     policy_kwargs = dict(agent.policy_kwargs)
     if isinstance(agent.policy, networks.PerGameCnnPolicy):
         policy_kwargs["game"] = agent.games.index(game)
-    view = DQN(agent.policy_class, env=None, learning_rate=agent.learning_rate, buffer_size=1,
-               learning_starts=0, batch_size=agent.batch_size, tau=agent.tau, gamma=agent.gamma,
-               target_update_interval=agent.target_update_interval,
-               exploration_initial_eps=agent.exploration_initial_eps,
-               exploration_final_eps=agent.exploration_final_eps, max_grad_norm=agent.max_grad_norm,
-               policy_kwargs=policy_kwargs, device="cpu", _init_setup_model=False)
+    view = DQN(
+        agent.policy_class,
+        env=None,
+        learning_rate=agent.learning_rate,
+        buffer_size=1,
+        learning_starts=0,
+        batch_size=agent.batch_size,
+        tau=agent.tau,
+        gamma=agent.gamma,
+        target_update_interval=agent.target_update_interval,
+        exploration_initial_eps=agent.exploration_initial_eps,
+        exploration_final_eps=agent.exploration_final_eps,
+        max_grad_norm=agent.max_grad_norm,
+        policy_kwargs=policy_kwargs,
+        device="cpu",
+        _init_setup_model=False,
+    )
     view.observation_space, view.action_space, view.n_envs = agent.observation_space, agent.action_space, 1
     view._setup_model()
     view.policy.load_state_dict(agent.policy.state_dict())

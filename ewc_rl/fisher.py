@@ -45,13 +45,14 @@ def policy_log_probs(q_values: Tensor, tau: float) -> Tensor:
     return F.log_softmax(q_values / tau, dim=-1)
 
 
-def sample_actions(q_net: nn.Module, obs: Tensor, tau: float, generator: torch.Generator | None = None,
-                   chunk_size: int = 256) -> Tensor:
+def sample_actions(
+    q_net: nn.Module, obs: Tensor, tau: float, generator: torch.Generator | None = None, chunk_size: int = 256
+) -> Tensor:
     """One action per state drawn from pi(.|s); the draw is separate so tests can reuse it."""
     out = []
     with torch.no_grad():
         for start in range(0, len(obs), chunk_size):
-            probs = policy_log_probs(q_net(obs[start:start + chunk_size]), tau).exp()
+            probs = policy_log_probs(q_net(obs[start : start + chunk_size]), tau).exp()
             out.append(torch.multinomial(probs, 1, generator=generator).squeeze(1))
     return torch.cat(out)
 
@@ -79,8 +80,9 @@ def _magnitude(absolute: bool) -> Callable[[Tensor], Tensor]:
     return torch.abs if absolute else torch.square
 
 
-def _accumulate(total: FisherDict, names: dict[int, str], m: nn.Module, x: Tensor, y: Tensor, gy: Tensor,
-                absolute: bool = False) -> None:
+def _accumulate(
+    total: FisherDict, names: dict[int, str], m: nn.Module, x: Tensor, y: Tensor, gy: Tensor, absolute: bool = False
+) -> None:
     """Add this layer's sum over samples of squared (or absolute) per-sample parameter gradients to ``total``."""
     f = _magnitude(absolute)
     n = gy.shape[0]
@@ -89,8 +91,11 @@ def _accumulate(total: FisherDict, names: dict[int, str], m: nn.Module, x: Tenso
         bias, gain = m.game_bias[key], m.game_gain[key]
         with torch.no_grad():  # z + b, the gain's input; computed functionally so that no hook fires again
             layer = m.layer
-            z = (F.conv2d(x, layer.weight, None, layer.stride, layer.padding, layer.dilation, layer.groups)
-                 if isinstance(layer, nn.Conv2d) else F.linear(x, layer.weight))
+            z = (
+                F.conv2d(x, layer.weight, None, layer.stride, layer.padding, layer.dilation, layer.groups)
+                if isinstance(layer, nn.Conv2d)
+                else F.linear(x, layer.weight)
+            )
             pre = z + bias.view(m._shape)
         g_bias = (gy * gain.view(m._shape)).reshape(n, gy.shape[1], -1).sum(2)
         g_gain = (gy * pre).reshape(n, gy.shape[1], -1).sum(2)
@@ -130,8 +135,9 @@ def _accumulate(total: FisherDict, names: dict[int, str], m: nn.Module, x: Tenso
         total[names[id(m.bias)]] += f(gy.sum((2, 3))).sum(0)
 
 
-def _hooks_sq_grad_sum(net: nn.Module, loss_fn: LossFn, inputs: tuple[Tensor, ...], chunk_size: int,
-                       absolute: bool = False) -> FisherDict:
+def _hooks_sq_grad_sum(
+    net: nn.Module, loss_fn: LossFn, inputs: tuple[Tensor, ...], chunk_size: int, absolute: bool = False
+) -> FisherDict:
     names = {id(p): name for name, p in net.named_parameters()}
     total = {name: torch.zeros_like(p) for name, p in net.named_parameters()}
     records: list[tuple[nn.Module, Tensor, Tensor]] = []
@@ -141,13 +147,14 @@ def _hooks_sq_grad_sum(net: nn.Module, loss_fn: LossFn, inputs: tuple[Tensor, ..
     try:
         for start in range(0, len(inputs[0]), chunk_size):
             records.clear()
-            rows = [x[start:start + chunk_size] for x in inputs]
+            rows = [x[start : start + chunk_size] for x in inputs]
             with torch.enable_grad():
                 losses = loss_fn(net(rows[0]), *rows[1:])
                 outputs = [y for _, _, y in records]
                 for k in range(losses.shape[1]):
-                    grads = torch.autograd.grad(losses[:, k].sum(), outputs, retain_graph=k + 1 < losses.shape[1],
-                                                allow_unused=True)
+                    grads = torch.autograd.grad(
+                        losses[:, k].sum(), outputs, retain_graph=k + 1 < losses.shape[1], allow_unused=True
+                    )
                     for (m, x, y), gy in zip(records, grads, strict=True):
                         if gy is not None:
                             _accumulate(total, names, m, x.detach(), y.detach(), gy, absolute)
@@ -157,35 +164,45 @@ def _hooks_sq_grad_sum(net: nn.Module, loss_fn: LossFn, inputs: tuple[Tensor, ..
     return total
 
 
-def _vmap_sq_grad_sum(net: nn.Module, loss_fn: LossFn, inputs: tuple[Tensor, ...], chunk_size: int,
-                      absolute: bool = False) -> FisherDict:
+def _vmap_sq_grad_sum(
+    net: nn.Module, loss_fn: LossFn, inputs: tuple[Tensor, ...], chunk_size: int, absolute: bool = False
+) -> FisherDict:
     params = {k: v.detach() for k, v in net.named_parameters()}
     buffers = {k: v.detach() for k, v in net.named_buffers()}
     total = {k: torch.zeros_like(v) for k, v in params.items()}
     n_terms = loss_fn(net(inputs[0][:1]).detach(), *(x[:1] for x in inputs[1:])).shape[1]
     for k in range(n_terms):
+
         def one(p: dict[str, Tensor], obs: Tensor, *row: Tensor, term: int = k) -> Tensor:
             q = functional_call(net, (p, buffers), (obs.unsqueeze(0),))
             return loss_fn(q, *(r.unsqueeze(0) for r in row))[0, term]
 
         per_sample = vmap(grad(one), in_dims=(None,) + (0,) * len(inputs))
         for start in range(0, len(inputs[0]), chunk_size):
-            grads = per_sample(params, *(x[start:start + chunk_size] for x in inputs))
+            grads = per_sample(params, *(x[start : start + chunk_size] for x in inputs))
             for name, g in grads.items():
                 total[name] += _magnitude(absolute)(g).sum(0)
     return total
 
 
-def _per_sample_sq_grad_sum(q_net: nn.Module, loss_fn: LossFn, inputs: tuple[Tensor, ...], chunk_size: int,
-                            method: str = "auto", absolute: bool = False) -> FisherDict:
+def _per_sample_sq_grad_sum(
+    q_net: nn.Module,
+    loss_fn: LossFn,
+    inputs: tuple[Tensor, ...],
+    chunk_size: int,
+    method: str = "auto",
+    absolute: bool = False,
+) -> FisherDict:
     """Sum over samples (and loss terms) of the squared (``absolute``: absolute) per-sample gradient of ``loss_fn``."""
     use_hooks = method == "hooks" or (method == "auto" and hooks_supported(q_net))
     return (_hooks_sq_grad_sum if use_hooks else _vmap_sq_grad_sum)(q_net, loss_fn, inputs, chunk_size, absolute)
 
 
-def sampled_fisher(q_net: nn.Module, obs: Tensor, actions: Tensor, tau: float = 1.0, chunk_size: int = 32,
-                   method: str = "auto") -> FisherDict:
+def sampled_fisher(
+    q_net: nn.Module, obs: Tensor, actions: Tensor, tau: float = 1.0, chunk_size: int = 32, method: str = "auto"
+) -> FisherDict:
     """mean_s (d log pi(a_s|s))^2 for given actions (draw them with :func:`sample_actions`)."""
+
     def log_pi(q: Tensor, a: Tensor) -> Tensor:
         return policy_log_probs(q, tau).gather(1, a.long().reshape(-1, 1))
 
@@ -193,9 +210,11 @@ def sampled_fisher(q_net: nn.Module, obs: Tensor, actions: Tensor, tau: float = 
     return {k: v / len(obs) for k, v in total.items()}
 
 
-def exact_fisher(q_net: nn.Module, obs: Tensor, tau: float = 1.0, chunk_size: int = 32,
-                 method: str = "auto") -> FisherDict:
+def exact_fisher(
+    q_net: nn.Module, obs: Tensor, tau: float = 1.0, chunk_size: int = 32, method: str = "auto"
+) -> FisherDict:
     """mean_s sum_a pi(a|s) (d log pi(a|s))^2: the expectation the sampled estimator approximates."""
+
     def weighted(q: Tensor) -> Tensor:
         # One term per action: (sqrt(pi_a) d log pi_a)^2 = pi_a (d log pi_a)^2, with pi_a held constant.
         logp = policy_log_probs(q, tau)
@@ -205,9 +224,11 @@ def exact_fisher(q_net: nn.Module, obs: Tensor, tau: float = 1.0, chunk_size: in
     return {k: v / len(obs) for k, v in total.items()}
 
 
-def empirical_fisher(q_net: nn.Module, obs: Tensor, actions: Tensor, td_targets: Tensor, chunk_size: int = 32,
-                     method: str = "auto") -> FisherDict:
+def empirical_fisher(
+    q_net: nn.Module, obs: Tensor, actions: Tensor, td_targets: Tensor, chunk_size: int = 32, method: str = "auto"
+) -> FisherDict:
     """mean over transitions of the squared gradient of the per-sample Huber TD loss."""
+
     def td_loss(q: Tensor, a: Tensor, y: Tensor) -> Tensor:
         return F.smooth_l1_loss(q.gather(1, a.long().reshape(-1, 1)), y.reshape(-1, 1), reduction="none")
 
@@ -217,6 +238,7 @@ def empirical_fisher(q_net: nn.Module, obs: Tensor, actions: Tensor, td_targets:
 
 def mas_importance(q_net: nn.Module, obs: Tensor, chunk_size: int = 32, method: str = "auto") -> FisherDict:
     """mean_s |d ||Q(s, .)||^2|: MAS's sensitivity of the squared L2 norm of the output (Aljundi et al. 2018)."""
+
     def squared_norm(q: Tensor) -> Tensor:
         return q.pow(2).sum(1, keepdim=True)
 
@@ -261,15 +283,18 @@ class PathIntegral:
 
     def importance(self, params: dict[str, Tensor]) -> FisherDict:
         """Omega at the current parameters (the end of the game)."""
-        return {n: w.clamp_min(0) / ((p.detach() - s).pow(2) + self.damping)
-                for (n, p), w, s in zip(params.items(), self.omega, self.start_params, strict=True)}
+        return {
+            n: w.clamp_min(0) / ((p.detach() - s).pow(2) + self.damping)
+            for (n, p), w, s in zip(params.items(), self.omega, self.start_params, strict=True)
+        }
 
     def state_dict(self) -> dict[str, list[Tensor]]:
         return {"start": self.start_params, "previous": self.previous, "omega": self.omega}
 
     def load_state_dict(self, state: dict[str, list[Tensor]], device: torch.device | str) -> None:
-        self.start_params, self.previous, self.omega = ([t.to(device) for t in state[k]]
-                                                        for k in ("start", "previous", "omega"))
+        self.start_params, self.previous, self.omega = (
+            [t.to(device) for t in state[k]] for k in ("start", "previous", "omega")
+        )
         self.grad = [torch.zeros_like(t) for t in self.omega]
 
 
@@ -280,32 +305,42 @@ class PathIntegral:
 TdTargets = Callable[[Any], Tensor]
 
 
-def _sampled(q_net: nn.Module, data: Any, tau: float, chunk_size: int, generator: torch.Generator,
-             td_targets: TdTargets) -> FisherDict:
+def _sampled(
+    q_net: nn.Module, data: Any, tau: float, chunk_size: int, generator: torch.Generator, td_targets: TdTargets
+) -> FisherDict:
     actions = sample_actions(q_net, data.observations, tau, generator)
     return sampled_fisher(q_net, data.observations, actions, tau, chunk_size)
 
 
-def _exact(q_net: nn.Module, data: Any, tau: float, chunk_size: int, generator: torch.Generator,
-           td_targets: TdTargets) -> FisherDict:
+def _exact(
+    q_net: nn.Module, data: Any, tau: float, chunk_size: int, generator: torch.Generator, td_targets: TdTargets
+) -> FisherDict:
     return exact_fisher(q_net, data.observations, tau, chunk_size)
 
 
-def _empirical(q_net: nn.Module, data: Any, tau: float, chunk_size: int, generator: torch.Generator,
-               td_targets: TdTargets) -> FisherDict:
-    return empirical_fisher(q_net, data.observations, data.actions.long().squeeze(1), td_targets(data).squeeze(1),
-                            chunk_size)
+def _empirical(
+    q_net: nn.Module, data: Any, tau: float, chunk_size: int, generator: torch.Generator, td_targets: TdTargets
+) -> FisherDict:
+    return empirical_fisher(
+        q_net, data.observations, data.actions.long().squeeze(1), td_targets(data).squeeze(1), chunk_size
+    )
 
 
-def _mas(q_net: nn.Module, data: Any, tau: float, chunk_size: int, generator: torch.Generator,
-         td_targets: TdTargets) -> FisherDict:
+def _mas(
+    q_net: nn.Module, data: Any, tau: float, chunk_size: int, generator: torch.Generator, td_targets: TdTargets
+) -> FisherDict:
     return mas_importance(q_net, data.observations, chunk_size)
 
 
 # Every importance the quadratic anchor accepts (penalty.fisher), by name. None: not computed from replay states at
 # the segment's end but accumulated while the game trains (SI, :class:`PathIntegral`, driven by the anchor's hooks).
 ESTIMATORS: dict[str, Callable[..., FisherDict] | None] = {
-    "sampled": _sampled, "exact": _exact, "empirical": _empirical, "mas": _mas, "si": None}
+    "sampled": _sampled,
+    "exact": _exact,
+    "empirical": _empirical,
+    "mas": _mas,
+    "si": None,
+}
 
 
 def from_replay(estimator: str) -> bool:
@@ -313,8 +348,16 @@ def from_replay(estimator: str) -> bool:
     return ESTIMATORS[estimator] is not None
 
 
-def estimate(estimator: str, q_net: nn.Module, data: Any, td_targets: TdTargets, *, tau: float = 1.0,
-             chunk_size: int = 32, seed: int = 0) -> FisherDict:
+def estimate(
+    estimator: str,
+    q_net: nn.Module,
+    data: Any,
+    td_targets: TdTargets,
+    *,
+    tau: float = 1.0,
+    chunk_size: int = 32,
+    seed: int = 0,
+) -> FisherDict:
     """The Fisher ``estimator`` (a key of :data:`ESTIMATORS`) of ``q_net`` over the transitions ``data``."""
     fn = ESTIMATORS.get(estimator)
     if fn is None:

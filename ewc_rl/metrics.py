@@ -40,8 +40,10 @@ def normalized_matrix(matrix: Matrix, columns: list[str]) -> Matrix:
 def metric_matrix(matrix: Matrix, columns: list[str]) -> tuple[Matrix, list[str]]:
     """Normalised scores where a reference exists, raw scores elsewhere, and each column's unit."""
     units = ["normalized" if normalize(g, 0.0) is not None else "raw" for g in columns]
-    mixed = [[normalize(g, v) if u == "normalized" else v for g, u, v in zip(columns, units, row, strict=True)]
-             for row in matrix]
+    mixed = [
+        [normalize(g, v) if u == "normalized" else v for g, u, v in zip(columns, units, row, strict=True)]
+        for row in matrix
+    ]
     return mixed, units
 
 
@@ -80,8 +82,12 @@ def isolated_forgetting(matrix: Matrix, segment_games: list[str], columns: list[
     """
     out: Matrix = [[None] * len(columns)]
     for k in range(1, len(matrix)):
-        out.append([None if game == segment_games[k] else _diff(matrix[k - 1][j], matrix[k][j])
-                    for j, game in enumerate(columns)])
+        out.append(
+            [
+                None if game == segment_games[k] else _diff(matrix[k - 1][j], matrix[k][j])
+                for j, game in enumerate(columns)
+            ]
+        )
     return out
 
 

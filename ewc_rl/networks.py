@@ -114,9 +114,15 @@ class AtariCNN(BaseFeaturesExtractor):
     """Conv 8x8/4, 4x4/2, 3x3/1 with ``filters`` channels, then FC ``features_dim``; optionally per-game layers,
     CReLU (the features are then 2 * ``features_dim`` wide) and LayerNorm."""
 
-    def __init__(self, observation_space: gym.spaces.Box, features_dim: int = 512,
-                 filters: tuple[int, int, int] = (32, 64, 64), n_games: int = 0, activation: str = "relu",
-                 layer_norm: bool = False) -> None:
+    def __init__(
+        self,
+        observation_space: gym.spaces.Box,
+        features_dim: int = 512,
+        filters: tuple[int, int, int] = (32, 64, 64),
+        n_games: int = 0,
+        activation: str = "relu",
+        layer_norm: bool = False,
+    ) -> None:
         k = 2 if activation == "crelu" else 1
         super().__init__(observation_space, k * features_dim)
         c = observation_space.shape[0]
@@ -124,11 +130,14 @@ class AtariCNN(BaseFeaturesExtractor):
         self.cnn = nn.Sequential(
             *_hidden(_conv(c, f1, 8, 4, n_games), f1, True, activation, layer_norm),
             *_hidden(_conv(k * f1, f2, 4, 2, n_games), f2, True, activation, layer_norm),
-            *_hidden(_conv(k * f2, f3, 3, 1, n_games), f3, True, activation, layer_norm), nn.Flatten())
+            *_hidden(_conv(k * f2, f3, 3, 1, n_games), f3, True, activation, layer_norm),
+            nn.Flatten(),
+        )
         with th.no_grad():
             n_flat = self.cnn(th.zeros(1, *observation_space.shape)).shape[1]
         self.linear = nn.Sequential(
-            *_hidden(_linear(n_flat, features_dim, n_games), features_dim, False, activation, layer_norm))
+            *_hidden(_linear(n_flat, features_dim, n_games), features_dim, False, activation, layer_norm)
+        )
 
     def forward(self, observations: th.Tensor) -> th.Tensor:
         return self.linear(self.cnn(observations))
@@ -138,15 +147,27 @@ class MinAtarCNN(BaseFeaturesExtractor):
     """conv 16x3x3 (stride 1) -> ReLU -> FC 128 -> ReLU, for (C, 10, 10) {0, 1} inputs; optionally per-game
     layers, CReLU (the features are then 256 wide) and LayerNorm."""
 
-    def __init__(self, observation_space: gym.spaces.Box, features_dim: int = 128, n_games: int = 0,
-                 activation: str = "relu", layer_norm: bool = False) -> None:
+    def __init__(
+        self,
+        observation_space: gym.spaces.Box,
+        features_dim: int = 128,
+        n_games: int = 0,
+        activation: str = "relu",
+        layer_norm: bool = False,
+    ) -> None:
         k = 2 if activation == "crelu" else 1
         super().__init__(observation_space, k * features_dim)
         channels, height, width = observation_space.shape
         self.net = nn.Sequential(
-            *_hidden(_conv(channels, 16, 3, 1, n_games), 16, True, activation, layer_norm), nn.Flatten(),
-            *_hidden(_linear(k * 16 * (height - 2) * (width - 2), features_dim, n_games), features_dim, False,
-                     activation, layer_norm),
+            *_hidden(_conv(channels, 16, 3, 1, n_games), 16, True, activation, layer_norm),
+            nn.Flatten(),
+            *_hidden(
+                _linear(k * 16 * (height - 2) * (width - 2), features_dim, n_games),
+                features_dim,
+                False,
+                activation,
+                layer_norm,
+            ),
         )
 
     def forward(self, observations: th.Tensor) -> th.Tensor:
@@ -179,14 +200,21 @@ class PerGameCnnPolicy(CnnPolicy):
         q_net = super().make_q_net()
         head = q_net.q_net[-1]
         assert isinstance(head, nn.Linear)
-        new = (GameHeads(head.in_features, head.out_features, self.heads) if self.heads
-               else _linear(head.in_features, head.out_features, self.n_games))
+        new = (
+            GameHeads(head.in_features, head.out_features, self.heads)
+            if self.heads
+            else _linear(head.in_features, head.out_features, self.n_games)
+        )
         q_net.q_net[-1] = new.to(self.device)
         return q_net
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
-        return {**super()._get_constructor_parameters(), "n_games": self.n_games, "heads": self.heads,
-                "game": self.game}
+        return {
+            **super()._get_constructor_parameters(),
+            "n_games": self.n_games,
+            "heads": self.heads,
+            "game": self.game,
+        }
 
 
 def resolve(network: str, suite: str) -> str:
@@ -196,13 +224,16 @@ def resolve(network: str, suite: str) -> str:
         return fits[0]
     if network not in fits:
         shape = "84x84 Atari frames" if network in ("nature", "wide") else "10x10 MinAtar planes"
-        raise UsageError(f"agent.network = '{network}' is built for {shape}, not {suite} games; "
-                         f"use agent.network = 'auto' or one of {', '.join(fits)}")
+        raise UsageError(
+            f"agent.network = '{network}' is built for {shape}, not {suite} games; "
+            f"use agent.network = 'auto' or one of {', '.join(fits)}"
+        )
     return network
 
 
-def policy(network: str, n_games: int = 0, *, heads: int = 0, activation: str = "relu",
-           layer_norm: bool = False) -> tuple[str | type, dict[str, Any]]:
+def policy(
+    network: str, n_games: int = 0, *, heads: int = 0, activation: str = "relu", layer_norm: bool = False
+) -> tuple[str | type, dict[str, Any]]:
     """SB3 (policy, ``policy_kwargs``) for ``network``; ``n_games`` > 0 gives every layer per-game b and g,
     ``heads`` > 0 one Q head per game; ``activation`` and ``layer_norm`` as in the module docstring."""
     if activation not in ACTIVATIONS:
@@ -217,8 +248,12 @@ def policy(network: str, n_games: int = 0, *, heads: int = 0, activation: str = 
             options |= {"features_dim": 1024, "filters": (32, 64, 128)}
         kwargs = {"features_extractor_class": AtariCNN, "features_extractor_kwargs": options, "net_arch": []}
     elif network == "minatar":
-        kwargs = {"features_extractor_class": MinAtarCNN, "features_extractor_kwargs": options,
-                  "net_arch": [], "normalize_images": False}
+        kwargs = {
+            "features_extractor_class": MinAtarCNN,
+            "features_extractor_kwargs": options,
+            "net_arch": [],
+            "normalize_images": False,
+        }
     else:
         raise ValueError(f"unknown network {network!r}")
     if n_games or heads:

@@ -35,8 +35,14 @@ from ewc_rl.config import AgentConfig
 class RMSpropDQN(Optimizer):
     """RMSProp with ε inside the square root, centred by default (DeepMind's DQN)."""
 
-    def __init__(self, params: Iterable[th.Tensor] | Iterable[dict[str, Any]], lr: float = 2.5e-4,
-                 alpha: float = 0.95, eps: float = 0.01, centered: bool = True) -> None:
+    def __init__(
+        self,
+        params: Iterable[th.Tensor] | Iterable[dict[str, Any]],
+        lr: float = 2.5e-4,
+        alpha: float = 0.95,
+        eps: float = 0.01,
+        centered: bool = True,
+    ) -> None:
         if not (lr > 0 and 0 < alpha <= 1 and eps > 0):
             raise ValueError(f"RMSpropDQN needs lr > 0, 0 < alpha <= 1, eps > 0; got {lr}, {alpha}, {eps}")
         super().__init__(params, {"lr": lr, "alpha": alpha, "eps": eps, "centered": centered})

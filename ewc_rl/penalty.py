@@ -89,8 +89,9 @@ class Penalty:
             c += float(sum((f * (t - m) ** 2).sum() for f, t in zip(fishers, thetas, strict=True)))
             A[n] = a.to(device, torch.float32)
             mu[n] = m.to(device, torch.float32)
-        if not (math.isfinite(c) and all(bool(torch.isfinite(A[n]).all() and torch.isfinite(mu[n]).all())
-                                          for n in names)):
+        if not (
+            math.isfinite(c) and all(bool(torch.isfinite(A[n]).all() and torch.isfinite(mu[n]).all()) for n in names)
+        ):
             raise FloatingPointError("non-finite Fisher or anchor parameters: the penalty cannot be formed")
         self.A, self.mu, self.c = A, mu, c
         self._lam_a = {n: self.lam * a for n, a in A.items()}
@@ -146,15 +147,19 @@ class Penalty:
 
     def state_dict(self) -> dict[str, object]:
         """The anchors (parameters and Fisher per key), tensors only: the merged quadratic is derived."""
-        return {"keys": list(self.anchors),
-                "theta": [theta for theta, _ in self.anchors.values()],
-                "fisher": [fisher for _, fisher in self.anchors.values()]}
+        return {
+            "keys": list(self.anchors),
+            "theta": [theta for theta, _ in self.anchors.values()],
+            "fisher": [fisher for _, fisher in self.anchors.values()],
+        }
 
     def load_state_dict(self, state: Mapping[str, object], device: torch.device | str) -> None:
         """Restore :meth:`state_dict` and rebuild the merged quadratic on ``device``."""
         keys, thetas, fishers = state["keys"], state["theta"], state["fisher"]
-        self.anchors = {k: ({n: v.cpu() for n, v in t.items()}, {n: v.cpu() for n, v in f.items()})  # type: ignore[union-attr]
-                        for k, t, f in zip(keys, thetas, fishers, strict=True)}  # type: ignore[call-overload]
+        self.anchors = {
+            k: ({n: v.cpu() for n, v in t.items()}, {n: v.cpu() for n, v in f.items()})  # type: ignore[union-attr]
+            for k, t, f in zip(keys, thetas, fishers, strict=True)
+        }  # type: ignore[call-overload]
         if self.anchors:
             self._merge(torch.device(device))
         else:

@@ -62,22 +62,34 @@ def describe(cfg: Config, schedule: list[Segment], *, seed: int, pool: str | Non
         order = [s.game for s in schedule if s.cycle == c]
         lines.append(f"  visiting order{f' (cycle {c + 1})' if cycles > 1 else ''}: {' -> '.join(order)}")
     steps = schedule[0].steps
-    lines.append(f"training: {len(schedule)} segments x {steps:,} agent steps = {train:,} agent steps "
-                 f"({train * cfg.env.frame_skip:,} frames)")
+    lines.append(
+        f"training: {len(schedule)} segments x {steps:,} agent steps = {train:,} agent steps "
+        f"({train * cfg.env.frame_skip:,} frames)"
+    )
     rounds, eval_steps = evaluation_bound(cfg, schedule, eval_all_games)
-    lines.append(f"evaluation: {rounds} rounds (every {cfg.eval.every:,} steps and at each segment's end), "
-                 f"{cfg.eval.episodes} episodes per game, at most {eval_steps:,} agent steps "
-                 f"({eval_steps / train:.0%} of training steps; episodes capped at {cfg.eval.max_episode_steps:,})")
+    lines.append(
+        f"evaluation: {rounds} rounds (every {cfg.eval.every:,} steps and at each segment's end), "
+        f"{cfg.eval.episodes} episodes per game, at most {eval_steps:,} agent steps "
+        f"({eval_steps / train:.0%} of training steps; episodes capped at {cfg.eval.max_episode_steps:,})"
+    )
     per_memory, alive = peak_replay_bytes(cfg, schedule)
     per_transition = replay_bytes_per_transition(cfg, schedule[0].game)
-    kept = (f"{alive} kept at once (agent.keep_replay, one per game)" if alive > 1
-            else "one alive at a time (a finished game's memory is freed)")
-    lines.append(f"replay memory: {cfg.dqn.buffer_size:,} transitions x {per_transition:,} bytes = "
-                 f"{per_memory / 1e9:.2f} GB per memory, {kept}: peak {alive * per_memory / 1e9:.2f} GB")
+    kept = (
+        f"{alive} kept at once (agent.keep_replay, one per game)"
+        if alive > 1
+        else "one alive at a time (a finished game's memory is freed)"
+    )
+    lines.append(
+        f"replay memory: {cfg.dqn.buffer_size:,} transitions x {per_transition:,} bytes = "
+        f"{per_memory / 1e9:.2f} GB per memory, {kept}: peak {alive * per_memory / 1e9:.2f} GB"
+    )
     a = cfg.agent
-    options = [*(["per-game biases and gains"] if a.per_game_layers else []),
-               *(["one Q head per game"] if a.per_game_head else []),
-               *(["CReLU"] if a.activation == "crelu" else []), *(["LayerNorm"] if a.layer_norm else [])]
+    options = [
+        *(["per-game biases and gains"] if a.per_game_layers else []),
+        *(["one Q head per game"] if a.per_game_head else []),
+        *(["CReLU"] if a.activation == "crelu" else []),
+        *(["LayerNorm"] if a.layer_norm else []),
+    ]
     if options:
         lines.append(f"network: {', '.join(options)}")
     lines.append(f"methods: {' -> '.join(cfg.agent.methods) or 'none'}")

@@ -71,7 +71,7 @@ def unit_layers(net: nn.Module) -> list[UnitLayer]:
     for i, m in enumerate(leaves):
         if not isinstance(m, WEIGHT_LAYERS):
             continue
-        rest = leaves[i + 1:]
+        rest = leaves[i + 1 :]
         norm = rest.pop(0) if rest and isinstance(rest[0], _NORMS) else None
         if len(rest) < 2 or not isinstance(rest[0], _ACTIVATIONS) or not isinstance(rest[1], WEIGHT_LAYERS):
             continue
@@ -79,8 +79,11 @@ def unit_layers(net: nn.Module) -> list[UnitLayer]:
     return found
 
 
-def activation_scores(net: nn.Module, obs: th.Tensor, layers: list[UnitLayer] | None = None,
-                      ) -> tuple[list[th.Tensor], th.Tensor]:
+def activation_scores(
+    net: nn.Module,
+    obs: th.Tensor,
+    layers: list[UnitLayer] | None = None,
+) -> tuple[list[th.Tensor], th.Tensor]:
     """Per layer, ReDo's score of each activation output channel on ``obs``, and the penultimate features.
 
     The score of channel i is E|h_i| / mean_j E|h_j| (Sokar et al. 2023), the expectation over the states and,

@@ -43,8 +43,11 @@ SRANK_DELTA = 0.01
 
 def layer_names(q_net: nn.Module) -> dict[int, str]:
     """Short names of the weight layers (``features_extractor.net.0`` -> ``net.0``; the Q head ``head``), by id."""
-    names = {id(m): n.removeprefix("features_extractor.") for n, m in q_net.named_modules()
-             if isinstance(m, plasticity.WEIGHT_LAYERS)}
+    names = {
+        id(m): n.removeprefix("features_extractor.")
+        for n, m in q_net.named_modules()
+        if isinstance(m, plasticity.WEIGHT_LAYERS)
+    }
     return names | {id(plasticity.head(q_net)): "head"}
 
 

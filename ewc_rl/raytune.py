@@ -35,16 +35,34 @@ def _import_tune() -> Any:
     return ray, tune
 
 
-def run_grid_ray(spec: GridSpec, logdir: Path, *, address: str | None, cpus_per_run: int, gpus_per_run: float,
-                 retries: int, device: str = "auto", progress: bool = True) -> int:
+def run_grid_ray(
+    spec: GridSpec,
+    logdir: Path,
+    *,
+    address: str | None,
+    cpus_per_run: int,
+    gpus_per_run: float,
+    retries: int,
+    device: str = "auto",
+    progress: bool = True,
+) -> int:
     """Run every unfinished cell as a Ray Tune trial; returns the number of runs that failed for good."""
     ray, tune = _import_tune()
     todo = pending(spec, logdir)
     if not todo:
         return 0
     root = logdir.resolve()
-    trials = [{"agent": c.agent, "seed": c.seed, "variant": [list(kv) for kv in c.variant], "logdir": str(root),
-               "threads": cpus_per_run, "argv": train_argv(spec, c, root, device, cpus_per_run)} for c in todo]
+    trials = [
+        {
+            "agent": c.agent,
+            "seed": c.seed,
+            "variant": [list(kv) for kv in c.variant],
+            "logdir": str(root),
+            "threads": cpus_per_run,
+            "argv": train_argv(spec, c, root, device, cpus_per_run),
+        }
+        for c in todo
+    ]
     started_here = not ray.is_initialized()
     if started_here:
         ray.init(address=address, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
@@ -52,8 +70,12 @@ def run_grid_ray(spec: GridSpec, logdir: Path, *, address: str | None, cpus_per_
         tuner = tune.Tuner(
             tune.with_resources(_trial, {"cpu": cpus_per_run, "gpu": gpus_per_run}),
             param_space={"cell": tune.grid_search(trials)},
-            run_config=tune.RunConfig(name="compare", storage_path=str(root / "ray"), verbose=1 if progress else 0,
-                                      failure_config=tune.FailureConfig(max_failures=retries)),
+            run_config=tune.RunConfig(
+                name="compare",
+                storage_path=str(root / "ray"),
+                verbose=1 if progress else 0,
+                failure_config=tune.FailureConfig(max_failures=retries),
+            ),
         )
         results = tuner.fit()
     finally:
@@ -64,8 +86,9 @@ def run_grid_ray(spec: GridSpec, logdir: Path, *, address: str | None, cpus_per_
         cell = _cell(result.config["cell"])
         if result.error is not None:
             failed += 1
-            print(f"FAILED {cell.label} seed {cell.seed} after {retries} retries; see {cell.log(root)}",
-                  file=sys.stderr)
+            print(
+                f"FAILED {cell.label} seed {cell.seed} after {retries} retries; see {cell.log(root)}", file=sys.stderr
+            )
     return failed
 
 
@@ -91,8 +114,13 @@ def _trial(config: dict[str, Any]) -> None:
     with open(cell.log(logdir), "a") as log:
         log.write(f"=== ray trial attempt: ewc-rl {' '.join(argv)}\n")
         log.flush()
-        code = subprocess.Popen([sys.executable, "-m", "ewc_rl", *argv], stdout=log, stderr=subprocess.STDOUT,
-                                env=env, preexec_fn=_die_with_parent).wait()
+        code = subprocess.Popen(
+            [sys.executable, "-m", "ewc_rl", *argv],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            preexec_fn=_die_with_parent,
+        ).wait()
     if code != 0:
         raise RuntimeError(f"ewc-rl train exited with code {code}; see {cell.log(logdir)}")
     tune.report({"complete": 1})

@@ -32,9 +32,16 @@ class FrameReplayBuffer(BaseBuffer):
     add frames of their own, crowd it).
     """
 
-    def __init__(self, buffer_size: int, observation_space: spaces.Space, action_space: spaces.Space,
-                 device: Any = "auto", n_envs: int = 1, optimize_memory_usage: bool = False,
-                 handle_timeout_termination: bool = True) -> None:
+    def __init__(
+        self,
+        buffer_size: int,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        device: Any = "auto",
+        n_envs: int = 1,
+        optimize_memory_usage: bool = False,
+        handle_timeout_termination: bool = True,
+    ) -> None:
         super().__init__(buffer_size, observation_space, action_space, device, n_envs=n_envs)
         shape = observation_space.shape
         if not (isinstance(observation_space, spaces.Box) and len(shape) == 3 and observation_space.dtype == np.uint8):
@@ -59,8 +66,10 @@ class FrameReplayBuffer(BaseBuffer):
     @property
     def nbytes(self) -> int:
         """Bytes held by the memory's arrays."""
-        return sum(a.nbytes for a in (self.frames, self.obs_refs, self.next_refs, self.actions, self.rewards,
-                                      self.dones, self.timeouts))
+        return sum(
+            a.nbytes
+            for a in (self.frames, self.obs_refs, self.next_refs, self.actions, self.rewards, self.dones, self.timeouts)
+        )
 
     # -- storing -------------------------------------------------------------------------------------
 
@@ -103,8 +112,15 @@ class FrameReplayBuffer(BaseBuffer):
             seqs = np.arange(start, min(start + 4096, self.next_seq))
             self.frames[seqs % self.capacity] = old[seqs % old_capacity]
 
-    def add(self, obs: np.ndarray, next_obs: np.ndarray, action: np.ndarray, reward: np.ndarray,
-            done: np.ndarray, infos: list[dict[str, Any]]) -> None:
+    def add(
+        self,
+        obs: np.ndarray,
+        next_obs: np.ndarray,
+        action: np.ndarray,
+        reward: np.ndarray,
+        done: np.ndarray,
+        infos: list[dict[str, Any]],
+    ) -> None:
         """Store one transition per environment, as SB3's ``ReplayBuffer.add`` does."""
         obs = np.asarray(obs).reshape((self.n_envs, *self.obs_shape))
         next_obs = np.asarray(next_obs).reshape((self.n_envs, *self.obs_shape))
@@ -115,8 +131,10 @@ class FrameReplayBuffer(BaseBuffer):
             else:  # a new episode (or a first step): store its frames
                 refs = np.array([self._append(f) for f in obs[e]], dtype=np.int64)
             if not np.array_equal(next_obs[e, :-1], obs[e, 1:]):
-                raise ValueError("next observation is not the observation shifted by one frame: FrameReplayBuffer "
-                                 "needs frame-stacked observations")
+                raise ValueError(
+                    "next observation is not the observation shifted by one frame: FrameReplayBuffer "
+                    "needs frame-stacked observations"
+                )
             newest = self._append(next_obs[e, -1])
             self.obs_refs[self.pos, e] = refs
             self.next_refs[self.pos, e] = newest
@@ -160,12 +178,19 @@ class FrameReplayBuffer(BaseBuffer):
         """Everything stored, as plain arrays (only the frames still referenced)."""
         first = self._oldest_referenced()
         seqs = np.arange(first, self.next_seq)
-        return {"frames": self.frames[seqs % self.capacity], "frame_seqs": seqs,
-                "obs_refs": self.obs_refs, "next_refs": self.next_refs, "actions": self.actions,
-                "rewards": self.rewards, "dones": self.dones, "timeouts": self.timeouts,
-                "last": np.array([r if r is not None else np.full(self.stack, _ZERO) for r in self._last]),
-                "has_last": np.array([r is not None for r in self._last]),
-                "position": np.array([self.pos, int(self.full), self.next_seq], dtype=np.int64)}
+        return {
+            "frames": self.frames[seqs % self.capacity],
+            "frame_seqs": seqs,
+            "obs_refs": self.obs_refs,
+            "next_refs": self.next_refs,
+            "actions": self.actions,
+            "rewards": self.rewards,
+            "dones": self.dones,
+            "timeouts": self.timeouts,
+            "last": np.array([r if r is not None else np.full(self.stack, _ZERO) for r in self._last]),
+            "has_last": np.array([r is not None for r in self._last]),
+            "position": np.array([self.pos, int(self.full), self.next_seq], dtype=np.int64),
+        }
 
     def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         self.pos, full, self.next_seq = (int(x) for x in arrays["position"])

@@ -87,27 +87,37 @@ def load_references(refdir: Path) -> dict[str, dict[str, Any]]:
     return refs
 
 
-def aggregate(runs: dict[str, dict[int, dict[str, Any]]],
-              references: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+def aggregate(
+    runs: dict[str, dict[int, dict[str, Any]]], references: dict[str, dict[str, Any]] | None = None
+) -> dict[str, Any]:
     """Per agent: every metric as mean +- 95% CI over seeds (the content of comparison.json)."""
     if not runs:
         raise UsageError("no finished runs (summary.json with complete=true) under that directory")
     first = next(iter(next(iter(runs.values())).values()))
     columns = first["columns"]
-    out: dict[str, Any] = {"games": first["games"], "columns": columns, "steps_per_game": first["steps_per_game"],
-                           "agents": {}}
+    out: dict[str, Any] = {
+        "games": first["games"],
+        "columns": columns,
+        "steps_per_game": first["steps_per_game"],
+        "agents": {},
+    }
     for agent in sorted(runs):
         seeds = sorted(runs[agent])
         metrics = [summarize(runs[agent][s], references) for s in seeds]
-        entry: dict[str, Any] = {"seeds": seeds, "units": metrics[0]["units"],
-                                 "excluded_from_means": metrics[0]["excluded_from_means"]}
+        entry: dict[str, Any] = {
+            "seeds": seeds,
+            "units": metrics[0]["units"],
+            "excluded_from_means": metrics[0]["excluded_from_means"],
+        }
         for key in SCALARS:
             entry[key] = mean_ci([m[key] for m in metrics])
         for key in ("forgetting", "final_score") + (("forward_transfer",) if references else ()):
             entry[key] = {g: mean_ci([m[key].get(g) for m in metrics]) for g in columns}
         matrices = [metric_matrix(runs[agent][s]["score_matrix"], columns)[0] for s in seeds]
-        entry["score_matrix"] = [[mean_ci([m[k][j] for m in matrices]) for j in range(len(columns))]
-                                 for k in range(min(len(m) for m in matrices))]
+        entry["score_matrix"] = [
+            [mean_ci([m[k][j] for m in matrices]) for j in range(len(columns))]
+            for k in range(min(len(m) for m in matrices))
+        ]
         out["agents"][agent] = entry
     return out
 
@@ -125,13 +135,17 @@ def _exclusions(agents: dict[str, Any]) -> list[str]:
     left_out = sorted({g for a in agents.values() for g in a.get("excluded_from_means", [])})
     if not left_out:
         return []
-    return ["", f"Average performance and mean forgetting are means over the normalised games only: "
-                f"{', '.join(left_out)} (no reference score, raw returns in other units) "
-                f"{'is' if len(left_out) == 1 else 'are'} left out of them."]
+    return [
+        "",
+        f"Average performance and mean forgetting are means over the normalised games only: "
+        f"{', '.join(left_out)} (no reference score, raw returns in other units) "
+        f"{'is' if len(left_out) == 1 else 'are'} left out of them.",
+    ]
 
 
 def ranking(comparison: dict[str, Any]) -> list[str]:
     """Runs ordered by mean average performance (desc), then mean forgetting (asc); missing values last."""
+
     def key(name: str) -> tuple[float, float]:
         a = comparison["agents"][name]
         perf, forget = a["average_performance"]["mean"], a["mean_forgetting"]["mean"]
@@ -159,25 +173,40 @@ def to_markdown(comparison: dict[str, Any]) -> str:
         "|---|---|---|---|---|",
     ]
     for name, a in agents.items():
-        lines.append(f"| {name} | {_pm(a['average_performance'])} | {_pm(a['mean_forgetting'])} | "
-                     f"{_pm(a['clipped_normalized_sum'])} | {_pm(a['final_game_score'])} |")
-    lines += ["", "## Ranking", "",
-              "By mean average performance (higher first), then mean forgetting (lower first); for a --grid "
-              "sweep, each row is one setting.", "", "| rank | run | average performance | mean forgetting |",
-              "|---|---|---|---|"]
+        lines.append(
+            f"| {name} | {_pm(a['average_performance'])} | {_pm(a['mean_forgetting'])} | "
+            f"{_pm(a['clipped_normalized_sum'])} | {_pm(a['final_game_score'])} |"
+        )
+    lines += [
+        "",
+        "## Ranking",
+        "",
+        "By mean average performance (higher first), then mean forgetting (lower first); for a --grid "
+        "sweep, each row is one setting.",
+        "",
+        "| rank | run | average performance | mean forgetting |",
+        "|---|---|---|---|",
+    ]
     for rank, name in enumerate(ranking(comparison), 1):
         a = agents[name]
         lines.append(f"| {rank} | {name} | {_pm(a['average_performance'])} | {_pm(a['mean_forgetting'])} |")
-    tables = [("forgetting", "Forgetting per game"), ("final_score", "Final score per game"),
-              ("forward_transfer", "Forward transfer per game (vs single-game reference runs)")]
+    tables = [
+        ("forgetting", "Forgetting per game"),
+        ("final_score", "Final score per game"),
+        ("forward_transfer", "Forward transfer per game (vs single-game reference runs)"),
+    ]
     for key, title in tables:
         if key not in next(iter(agents.values())):
             continue
         lines += ["", f"## {title}", "", "| agent | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
         for name, a in agents.items():
             lines.append(f"| {name} | " + " | ".join(_pm(a[key][g]) for g in cols) + " |")
-    lines += ["", "## Score matrices", "", "Row k: every game's score when training segment k ended (- = not "
-              "evaluated yet); mean ± 95% CI over seeds."]
+    lines += [
+        "",
+        "## Score matrices",
+        "",
+        "Row k: every game's score when training segment k ended (- = not evaluated yet); mean ± 95% CI over seeds.",
+    ]
     for name, a in agents.items():
         lines += ["", f"**{name}**", "", "| after segment | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
         for k, row in enumerate(a["score_matrix"]):
@@ -213,16 +242,32 @@ def plot(runs: dict[str, dict[int, dict[str, Any]]], path: Path) -> None:
             xs = sorted(by_step)
             mean = [sum(by_step[x]) / len(by_step[x]) for x in xs]
             color = colors[i % len(colors)]
-            ax.plot(xs, mean, marker="o", ms=3, color=color, ls=("-", "--", ":", "-.")[i % 4],
-                    label=f"{agent} ({len(runs[agent])} seeds)")
-            ax.fill_between(xs, [min(by_step[x]) for x in xs], [max(by_step[x]) for x in xs],
-                            color=color, alpha=0.2, linewidth=0)
+            ax.plot(
+                xs,
+                mean,
+                marker="o",
+                ms=3,
+                color=color,
+                ls=("-", "--", ":", "-.")[i % 4],
+                label=f"{agent} ({len(runs[agent])} seeds)",
+            )
+            ax.fill_between(
+                xs, [min(by_step[x]) for x in xs], [max(by_step[x]) for x in xs], color=color, alpha=0.2, linewidth=0
+            )
         for k, g in enumerate(games):
             ax.axvline(k * steps, color="grey", lw=0.8, ls="--")
             if g == game:  # where this panel's game is trained
                 ax.axvspan(k * steps, (k + 1) * steps, color="grey", alpha=0.08, linewidth=0)
-            ax.text((k + 0.5) * steps, 1.0, _short(g), transform=ax.get_xaxis_transform(), fontsize=7,
-                    ha="center", va="bottom", color="grey")
+            ax.text(
+                (k + 0.5) * steps,
+                1.0,
+                _short(g),
+                transform=ax.get_xaxis_transform(),
+                fontsize=7,
+                ha="center",
+                va="bottom",
+                color="grey",
+            )
         ax.set_xlim(0, len(games) * steps)
         ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: _steps(x)))
         ax.set_title(_short(game), pad=14)
@@ -232,9 +277,14 @@ def plot(runs: dict[str, dict[int, dict[str, Any]]], path: Path) -> None:
     axes[0][0].legend(fontsize=8, loc="best")
     # Wrapped to the figure's width (9-point text: about 14 characters per inch, 12 with a margin): one line ran off
     # two panels.
-    fig.suptitle(textwrap.fill("Evaluation score per game (line: mean over seeds; band: min-max over seeds; "
-                               "shaded: the game's own training; labels: the game trained in each segment)",
-                               int(12 * width)), fontsize=9)
+    fig.suptitle(
+        textwrap.fill(
+            "Evaluation score per game (line: mean over seeds; band: min-max over seeds; "
+            "shaded: the game's own training; labels: the game trained in each segment)",
+            int(12 * width),
+        ),
+        fontsize=9,
+    )
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -278,11 +328,14 @@ def format_metrics(summary: dict[str, Any]) -> str:
     width = max(16, *(len(g) + 2 for g in summary["columns"]))
     lines = [f"{'game':<{width}}{'unit':>12}{'final':>10}{'forgetting':>12}"]
     for game in summary["columns"]:
-        lines.append(f"{game:<{width}}{units[game]:>12}{fmt(m['final_score'][game], 3):>10}"
-                     f"{fmt(m['forgetting'][game], 3):>12}")
-    lines.append(f"average performance: {fmt(m['average_performance'], 3)}   "
-                 f"mean forgetting: {fmt(m['mean_forgetting'], 3)}   "
-                 f"clipped normalised sum: {fmt(m['clipped_normalized_sum'], 3)}")
+        lines.append(
+            f"{game:<{width}}{units[game]:>12}{fmt(m['final_score'][game], 3):>10}{fmt(m['forgetting'][game], 3):>12}"
+        )
+    lines.append(
+        f"average performance: {fmt(m['average_performance'], 3)}   "
+        f"mean forgetting: {fmt(m['mean_forgetting'], 3)}   "
+        f"clipped normalised sum: {fmt(m['clipped_normalized_sum'], 3)}"
+    )
     if m.get("excluded_from_means"):
         left_out = ", ".join(m["excluded_from_means"])
         lines.append(f"(means over the normalised games; left out, in raw returns: {left_out})")

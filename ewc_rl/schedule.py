@@ -20,9 +20,25 @@ from ewc_rl.errors import UsageError
 # off their supplement's figure S3 (the reading is uncertain: see REFERENCE.md section 1).
 POOLS: dict[str, tuple[str, ...]] = {
     "kirkpatrick2017": (
-        "CrazyClimber", "Riverraid", "Jamesbond", "Breakout", "Gopher", "Kangaroo", "KungFuMaster", "FishingDerby",
-        "Enduro", "Pong", "StarGunner", "DemonAttack", "Boxing", "Asterix", "RoadRunner", "Defender", "Freeway",
-        "Krull", "SpaceInvaders",
+        "CrazyClimber",
+        "Riverraid",
+        "Jamesbond",
+        "Breakout",
+        "Gopher",
+        "Kangaroo",
+        "KungFuMaster",
+        "FishingDerby",
+        "Enduro",
+        "Pong",
+        "StarGunner",
+        "DemonAttack",
+        "Boxing",
+        "Asterix",
+        "RoadRunner",
+        "Defender",
+        "Freeway",
+        "Krull",
+        "SpaceInvaders",
     ),
 }
 _RANDOM = re.compile(r"^random(\d+)$", re.IGNORECASE)
@@ -38,8 +54,9 @@ class Segment:
     cycle: int
 
 
-def make_schedule(games: list[str], steps_per_game: int, cycles: int = 1,
-                  orders: list[list[str]] | None = None) -> list[Segment]:
+def make_schedule(
+    games: list[str], steps_per_game: int, cycles: int = 1, orders: list[list[str]] | None = None
+) -> list[Segment]:
     """``games`` in order, repeated ``cycles`` times; ``orders`` gives each cycle its own order instead."""
     if not games:
         raise ValueError("a schedule needs at least one game")

@@ -66,17 +66,18 @@ def flush(logger: Logger) -> None:
     writer = _writer(logger)
     (writer.flush_now if isinstance(writer, _DeferredFlushWriter) else writer.flush)()
 
+
 # The HParams tab's metric columns: scalar tags whose last value it shows per run (and sorts by).
-HPARAM_METRICS = ("metrics/average_performance", "metrics/mean_forgetting", "eval/mean_return",
-                  "eval/mean_forgetting")
+HPARAM_METRICS = ("metrics/average_performance", "metrics/mean_forgetting", "eval/mean_return", "eval/mean_forgetting")
 RUN_METRICS = ("average_performance", "mean_forgetting", "clipped_normalized_sum")
 
 
 def log_hparams(logger: Logger, hparams: dict[str, Any]) -> None:
     """The run's settings in TensorBoard's HParams tab, with :data:`HPARAM_METRICS` as its metrics."""
     clean = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in hparams.items()}
-    logger.record("hparams", HParam(clean, dict.fromkeys(HPARAM_METRICS, 0.0)),
-                  exclude=("stdout", "log", "json", "csv"))
+    logger.record(
+        "hparams", HParam(clean, dict.fromkeys(HPARAM_METRICS, 0.0)), exclude=("stdout", "log", "json", "csv")
+    )
     logger.dump(0)
 
 
@@ -215,20 +216,22 @@ def _writer(logger: Logger) -> Any:
 def log_layout(logger: Logger, games: list[str]) -> None:
     """Custom-scalars layout: every game's evaluation curve in one chart (returns, and normalised scores),
     and one chart per game, where overlaid runs (a comparison's agents and seeds) are the lines."""
-    _writer(logger).add_custom_scalars({
-        "forgetting": {
-            "normalized score per game": ["Multiline", [f"eval/{g}/normalized" for g in games]],
-            "return per game": ["Multiline", [f"eval/{g}/return" for g in games]],
-            "summary": ["Multiline", ["eval/mean_normalized", "eval/clipped_normalized_sum"]],
-            "forgetting per game (best so far minus now)": ["Multiline", [f"eval/{g}/forgetting" for g in games]],
-            "run metrics": ["Multiline", [f"metrics/{k}" for k in RUN_METRICS] + ["eval/mean_forgetting"]],
-        },
-        "each game": {f"{g} (return)": ["Multiline", [f"eval/{g}/return"]] for g in games},
-        "training": {
-            "loss": ["Multiline", ["train/td_loss", "train/penalty"]],
-            "episode return": ["Multiline", ["train/episode_return"]],
-        },
-    })
+    _writer(logger).add_custom_scalars(
+        {
+            "forgetting": {
+                "normalized score per game": ["Multiline", [f"eval/{g}/normalized" for g in games]],
+                "return per game": ["Multiline", [f"eval/{g}/return" for g in games]],
+                "summary": ["Multiline", ["eval/mean_normalized", "eval/clipped_normalized_sum"]],
+                "forgetting per game (best so far minus now)": ["Multiline", [f"eval/{g}/forgetting" for g in games]],
+                "run metrics": ["Multiline", [f"metrics/{k}" for k in RUN_METRICS] + ["eval/mean_forgetting"]],
+            },
+            "each game": {f"{g} (return)": ["Multiline", [f"eval/{g}/return"]] for g in games},
+            "training": {
+                "loss": ["Multiline", ["train/td_loss", "train/penalty"]],
+                "episode return": ["Multiline", ["train/episode_return"]],
+            },
+        }
+    )
 
 
 def log_game_switch(logger: Logger, step: int, index: int, game: str, total: int) -> None:
@@ -237,8 +240,13 @@ def log_game_switch(logger: Logger, step: int, index: int, game: str, total: int
     logger.dump(step)
 
 
-def score_heatmap(matrix: list[list[float | None]], rows: list[str], columns: list[str], title: str,
-                  limits: tuple[float, float] | None = None) -> Any:
+def score_heatmap(
+    matrix: list[list[float | None]],
+    rows: list[str],
+    columns: list[str],
+    title: str,
+    limits: tuple[float, float] | None = None,
+) -> Any:
     """A matplotlib figure of the score matrix: rows = after segment k, columns = games.
 
     Colours span ``limits`` (values beyond them take the end colours), the same in every image of a run, with a
@@ -252,16 +260,22 @@ def score_heatmap(matrix: list[list[float | None]], rows: list[str], columns: li
 
     data = np.array([[np.nan if v is None else v for v in row] for row in matrix], dtype=float)
     longest = max(len(r) for r in rows)
-    fig, ax = plt.subplots(figsize=(1.5 + 0.08 * longest + 1.3 * len(columns), 1.8 + 0.5 * len(rows)),
-                           layout="constrained")
+    fig, ax = plt.subplots(
+        figsize=(1.5 + 0.08 * longest + 1.3 * len(columns), 1.8 + 0.5 * len(rows)), layout="constrained"
+    )
     known = data[~np.isnan(data)]
     low, high = limits or ((float(known.min()), float(known.max())) if known.size else (0.0, 1.0))
-    image = ax.imshow(np.ma.masked_invalid(data), cmap="viridis", aspect="auto", vmin=low,
-                      vmax=high if high > low else low + 1.0)
+    image = ax.imshow(
+        np.ma.masked_invalid(data), cmap="viridis", aspect="auto", vmin=low, vmax=high if high > low else low + 1.0
+    )
     below, above = bool((known < low).any()), bool((known > high).any())
-    fig.colorbar(image, ax=ax, fraction=0.08, pad=0.02,
-                 extend={(False, False): "neither", (True, False): "min", (False, True): "max"}.get((below, above),
-                                                                                                   "both"))
+    fig.colorbar(
+        image,
+        ax=ax,
+        fraction=0.08,
+        pad=0.02,
+        extend={(False, False): "neither", (True, False): "min", (False, True): "max"}.get((below, above), "both"),
+    )
     ax.set_xticks(range(len(columns)), columns, rotation=30, ha="right")
     ax.set_yticks(range(len(rows)), rows)
     ax.set_xlabel("evaluated game")
@@ -271,15 +285,33 @@ def score_heatmap(matrix: list[list[float | None]], rows: list[str], columns: li
         if np.isnan(v):
             ax.text(j, i, "not evaluated", ha="center", va="center", color="grey", fontsize=7)
         else:
-            ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="w", fontsize=8,
-                    bbox={"facecolor": "black", "alpha": 0.3, "linewidth": 0, "pad": 1})
+            ax.text(
+                j,
+                i,
+                f"{v:.2f}",
+                ha="center",
+                va="center",
+                color="w",
+                fontsize=8,
+                bbox={"facecolor": "black", "alpha": 0.3, "linewidth": 0, "pad": 1},
+            )
     return fig
 
 
-def log_score_heatmap(logger: Logger, matrix: list[list[float | None]], rows: list[str], columns: list[str],
-                      step: int, title: str, limits: tuple[float, float] | None = None) -> None:
+def log_score_heatmap(
+    logger: Logger,
+    matrix: list[list[float | None]],
+    rows: list[str],
+    columns: list[str],
+    step: int,
+    title: str,
+    limits: tuple[float, float] | None = None,
+) -> None:
     from stable_baselines3.common.logger import Figure
 
-    logger.record("eval/score_matrix", Figure(score_heatmap(matrix, rows, columns, title, limits), close=True),
-                  exclude=("stdout", "log", "json", "csv"))
+    logger.record(
+        "eval/score_matrix",
+        Figure(score_heatmap(matrix, rows, columns, title, limits), close=True),
+        exclude=("stdout", "log", "json", "csv"),
+    )
     logger.dump(step)

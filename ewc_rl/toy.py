@@ -112,8 +112,9 @@ def load_digits(seed: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     try:
         from sklearn.datasets import load_digits as sk_digits
     except ImportError:
-        raise UsageError("ewc-rl toy needs scikit-learn, whose wheel holds the digits: "
-                         "pip install 'ewc_rl[toy]'") from None
+        raise UsageError(
+            "ewc-rl toy needs scikit-learn, whose wheel holds the digits: pip install 'ewc_rl[toy]'"
+        ) from None
 
     x, y = sk_digits(return_X_y=True)
     x_t, y_t = torch.as_tensor(x, dtype=torch.float32) / 16.0, torch.as_tensor(y, dtype=torch.long)
@@ -131,8 +132,9 @@ def permutations(n_tasks: int, n_pixels: int, seed: int) -> list[Tensor]:
 
 def make_mlp(n_in: int, hidden: int, n_out: int = N_CLASSES) -> nn.Sequential:
     """The paper's network shape: two ReLU hidden layers, class logits out."""
-    return nn.Sequential(nn.Linear(n_in, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
-                         nn.Linear(hidden, n_out))
+    return nn.Sequential(
+        nn.Linear(n_in, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, n_out)
+    )
 
 
 def estimate_fisher(model: nn.Module, x: Tensor, estimator: str, generator: torch.Generator) -> FisherDict:
@@ -187,8 +189,10 @@ def run_one(spec: ToySpec, method: str, seed: int, logdir: Path | None = None) -
             idx = torch.randint(len(x_k), (spec.batch_size,), generator=gen)
             loss = F.cross_entropy(model(x_k[idx]), y_train[idx])
             if not torch.isfinite(loss):
-                raise RunError(f"{method}, seed {seed}: the loss diverged at step {step}; the penalty's stiffest "
-                               f"direction is too stiff for plain SGD (lower --lambda or --lr)")
+                raise RunError(
+                    f"{method}, seed {seed}: the loss diverged at step {step}; the penalty's stiffest "
+                    f"direction is too stiff for plain SGD (lower --lambda or --lr)"
+                )
             opt.zero_grad(set_to_none=False)
             loss.backward()
             penalty.add_gradient(params, value=False)
@@ -207,9 +211,16 @@ def run_one(spec: ToySpec, method: str, seed: int, logdir: Path | None = None) -
     if writer is not None:
         writer.close()
     summary = {
-        "complete": True, "method": method, "penalty": METHODS[method], "lambda": spec.lam(method), "seed": seed,
-        "games": names, "columns": names, "steps_per_game": spec.steps_per_task,
-        "score_matrix": score_matrix, "eval_history": eval_history,
+        "complete": True,
+        "method": method,
+        "penalty": METHODS[method],
+        "lambda": spec.lam(method),
+        "seed": seed,
+        "games": names,
+        "columns": names,
+        "steps_per_game": spec.steps_per_task,
+        "score_matrix": score_matrix,
+        "eval_history": eval_history,
     }
     if logdir is not None:
         write_json(logdir / "summary.json", summary)
@@ -267,13 +278,17 @@ def to_markdown(comparison: dict[str, Any]) -> str:
         f"Forgetting: accuracy when the task's training ended minus accuracy at the end. "
         f"Wall time {comparison['wall_time_s']:.0f} s.",
         "",
-        "| method | average accuracy at the end | mean forgetting | " + " | ".join(f"{c} at the end" for c in cols)
+        "| method | average accuracy at the end | mean forgetting | "
+        + " | ".join(f"{c} at the end" for c in cols)
         + " |",
         "|---|---|---|" + "---|" * len(cols),
     ]
     for name, a in agents.items():
-        lines.append(f"| {name} | {_pm(a['average_performance'])} | {_pm(a['mean_forgetting'])} | "
-                     + " | ".join(_pm(a["final_score"][c]) for c in cols) + " |")
+        lines.append(
+            f"| {name} | {_pm(a['average_performance'])} | {_pm(a['mean_forgetting'])} | "
+            + " | ".join(_pm(a["final_score"][c]) for c in cols)
+            + " |"
+        )
     lines += ["", "## The paper's ordering (non-overlapping 95% intervals)", ""]
     lines += [f"- {'holds' if c['holds'] else 'does NOT hold'}: {c['claim']}" for c in comparison["ordering"]]
     lines += ["", "## Score matrices", "", "Row k: every task's accuracy when training task k ended."]
@@ -304,10 +319,21 @@ def plot(runs: dict[str, dict[int, dict[str, Any]]], path: Path) -> None:
                     if e["game"] == name:
                         by_step.setdefault(e["step"], []).append(e["mean"])
             xs = sorted(by_step)
-            ax.plot(xs, [sum(by_step[x]) / len(by_step[x]) for x in xs], color=colors.get(method), lw=1.4,
-                    label=f"{method} ({len(seeds)} seeds)")
-            ax.fill_between(xs, [min(by_step[x]) for x in xs], [max(by_step[x]) for x in xs],
-                            color=colors.get(method), alpha=0.15, linewidth=0)
+            ax.plot(
+                xs,
+                [sum(by_step[x]) / len(by_step[x]) for x in xs],
+                color=colors.get(method),
+                lw=1.4,
+                label=f"{method} ({len(seeds)} seeds)",
+            )
+            ax.fill_between(
+                xs,
+                [min(by_step[x]) for x in xs],
+                [max(by_step[x]) for x in xs],
+                color=colors.get(method),
+                alpha=0.15,
+                linewidth=0,
+            )
         for k in range(1, len(names)):
             ax.axvline(k * steps, color="grey", lw=0.6, ls="--")
         ax.axvspan(j * steps, (j + 1) * steps, color="grey", alpha=0.08, linewidth=0)
@@ -316,10 +342,17 @@ def plot(runs: dict[str, dict[int, dict[str, Any]]], path: Path) -> None:
         ax.set_ylabel(f"{name}\naccuracy", fontsize=8)
         ax.grid(alpha=0.3)
     axes[-1][0].set_xlabel("training step (shaded: the panel's own task)")
-    fig.suptitle("Permuted digits: accuracy of each task over training (line: mean over seeds; band: min-max)",
-                 fontsize=9)
-    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="upper center", ncol=len(runs), fontsize=8,
-               frameon=False, bbox_to_anchor=(0.5, 0.97))
+    fig.suptitle(
+        "Permuted digits: accuracy of each task over training (line: mean over seeds; band: min-max)", fontsize=9
+    )
+    fig.legend(
+        *axes[0][0].get_legend_handles_labels(),
+        loc="upper center",
+        ncol=len(runs),
+        fontsize=8,
+        frameon=False,
+        bbox_to_anchor=(0.5, 0.97),
+    )
     fig.tight_layout(rect=(0, 0, 1, 0.95))
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -337,8 +370,10 @@ def run(spec: ToySpec, logdir: Path, progress: Callable[[str], None] | None = No
             rundir.mkdir(parents=True, exist_ok=True)
             runs.setdefault(method, {})[seed] = run_one(spec, method, seed, rundir)
             if progress is not None:
-                progress(f"{method} seed {seed}: final accuracies "
-                         + " ".join(f"{v:.2f}" for v in runs[method][seed]["score_matrix"][-1]))
+                progress(
+                    f"{method} seed {seed}: final accuracies "
+                    + " ".join(f"{v:.2f}" for v in runs[method][seed]["score_matrix"][-1])
+                )
     comparison = aggregate(runs)
     comparison["agents"] = {m: comparison["agents"][m] for m in spec.methods}  # the order asked for
     comparison["spec"] = {**asdict(spec), "lambdas": {m: spec.lam(m) for m in spec.methods}}

@@ -42,9 +42,15 @@ class WandbWriter(KVWriter):
         except ImportError:
             raise UsageError('--track wandb needs the wandb package: pip install "ewc_rl[track]"') from None
         self.wandb = wandb
-        self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", "ewc_rl"), name=logdir.name, dir=str(logdir),
-                              config=config, mode=os.environ.get("WANDB_MODE", "offline"), resume="allow" if resume
-                              else None, id=os.environ.get("WANDB_RUN_ID"))
+        self.run = wandb.init(
+            project=os.environ.get("WANDB_PROJECT", "ewc_rl"),
+            name=logdir.name,
+            dir=str(logdir),
+            config=config,
+            mode=os.environ.get("WANDB_MODE", "offline"),
+            resume="allow" if resume else None,
+            id=os.environ.get("WANDB_RUN_ID"),
+        )
 
     def write(self, key_values: dict[str, Any], key_excluded: dict[str, tuple[str, ...]], step: int = 0) -> None:
         scalars = _scalars(key_values, key_excluded, "wandb")

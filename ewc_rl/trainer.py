@@ -105,8 +105,11 @@ class _StopFlag:
         if self.signum is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.signum = signum
-        print(f"\newc-rl: {signal.Signals(signum).name} received: stopping at the next safe point to write a "
-              "checkpoint (Ctrl-C again aborts without one)", file=sys.stderr)
+        print(
+            f"\newc-rl: {signal.Signals(signum).name} received: stopping at the next safe point to write a "
+            "checkpoint (Ctrl-C again aborts without one)",
+            file=sys.stderr,
+        )
 
 
 class Trainer:
@@ -130,9 +133,14 @@ class Trainer:
 
     def identity(self) -> dict[str, Any]:
         """Every setting that shapes the run's results, flat, for comparing a resume with its checkpoint."""
-        return {**self.cfg.flat(), "run.games": [s.game for s in self.schedule],
-                "run.steps_per_game": self.spec.steps_per_game, "run.cycles": self.spec.cycles,
-                "run.seed": self.spec.seed, "run.eval_all_games": self.spec.eval_all_games}
+        return {
+            **self.cfg.flat(),
+            "run.games": [s.game for s in self.schedule],
+            "run.steps_per_game": self.spec.steps_per_game,
+            "run.cycles": self.spec.cycles,
+            "run.seed": self.spec.seed,
+            "run.eval_all_games": self.spec.eval_all_games,
+        }
 
     def _check_identity(self, saved: dict[str, Any]) -> None:
         now = self.identity()
@@ -145,8 +153,9 @@ class Trainer:
     # -- pieces --------------------------------------------------------------------------------------
 
     def _train_env(self, game: str, seed: int) -> Any:
-        return make_env(game, self.cfg.env, training=True, seed=seed, n_envs=self.cfg.agent.n_envs,
-                        threads=th.get_num_threads())
+        return make_env(
+            game, self.cfg.env, training=True, seed=seed, n_envs=self.cfg.agent.n_envs, threads=th.get_num_threads()
+        )
 
     def _build_agent(self) -> ContinualDQN:
         env = self._train_env(self.schedule[0].game, self.spec.seed)
@@ -164,17 +173,32 @@ class Trainer:
         norms: dict[str, float | None] = {}
         for j, game in enumerate(games):
             agent.select_game(game)
-            returns = evaluate(agent.q_net, game, self.cfg.env, episodes=e.episodes, epsilon=e.epsilon,
-                               max_episode_steps=e.max_episode_steps, device=agent.device,
-                               seed=self.spec.seed * 100_003 + agent.num_timesteps + j,
-                               threads=th.get_num_threads())
+            returns = evaluate(
+                agent.q_net,
+                game,
+                self.cfg.env,
+                episodes=e.episodes,
+                epsilon=e.epsilon,
+                max_episode_steps=e.max_episode_steps,
+                device=agent.device,
+                seed=self.spec.seed * 100_003 + agent.num_timesteps + j,
+                threads=th.get_num_threads(),
+            )
             means[game] = float(np.mean(returns))
             norms[game] = normalize(game, means[game])
             logger.record(f"eval/{game}/return", means[game])
             if norms[game] is not None:
                 logger.record(f"eval/{game}/normalized", norms[game])
-            self.state.eval_history.append({"step": agent.num_timesteps, "segment": segment.index, "game": game,
-                                      "returns": returns, "mean": means[game], "normalized": norms[game]})
+            self.state.eval_history.append(
+                {
+                    "step": agent.num_timesteps,
+                    "segment": segment.index,
+                    "game": game,
+                    "returns": returns,
+                    "mean": means[game],
+                    "normalized": norms[game],
+                }
+            )
         agent.select_game(agent.game)
         self._log_forgetting(logger, seen, segment.game)
         logger.record("eval/mean_return", float(np.mean([means[g] for g in seen])))
@@ -200,8 +224,9 @@ class Trainer:
             return
         for key, value in values.items():
             logger.record(f"plasticity/{key}", value)
-        self.state.plasticity.append({"step": agent.num_timesteps, "segment": segment.index, "game": segment.game,
-                                      "when": when, **values})
+        self.state.plasticity.append(
+            {"step": agent.num_timesteps, "segment": segment.index, "game": segment.game, "when": when, **values}
+        )
         self.state.probe_seconds += time.perf_counter() - t0
         logger.record("plasticity/cost_share", self.state.probe_seconds / max(self.wall(), 1e-9))
         if dump:
@@ -212,8 +237,11 @@ class Trainer:
         for every game trained so far, and their mean over the games not in training now."""
         drops = {}
         for game in seen:
-            history = [e["mean"] if e["normalized"] is None else e["normalized"]
-                       for e in self.state.eval_history if e["game"] == game]
+            history = [
+                e["mean"] if e["normalized"] is None else e["normalized"]
+                for e in self.state.eval_history
+                if e["game"] == game
+            ]
             drops[game] = drop_from_best(history)
             logger.record(f"eval/{game}/forgetting", drops[game])
         earlier = [drops[g] for g in seen if g != training]
@@ -223,8 +251,13 @@ class Trainer:
     def _end_methods(self, agent: ContinualDQN, segment: Segment) -> None:
         """Every method's segment end (the anchor estimates its Fisher and consolidates here)."""
         t0 = time.perf_counter()
-        end = SegmentEnd(segment.game, segment.index, last=segment.index == len(self.schedule) - 1,
-                         seed=self.spec.seed, status=self._status)
+        end = SegmentEnd(
+            segment.game,
+            segment.index,
+            last=segment.index == len(self.schedule) - 1,
+            seed=self.spec.seed,
+            status=self._status,
+        )
         for method in agent.methods:
             method.on_segment_end(agent, end)
         self.state.fisher_seconds += time.perf_counter() - t0
@@ -237,7 +270,8 @@ class Trainer:
         scores, units = metric_matrix(self.state.score_matrix, self.columns)
         rows = [f"{k + 1}: {s.game}" for k, s in enumerate(self.schedule[: len(scores)])]
         unit = {frozenset({"normalized"}): "normalised", frozenset({"raw"}): "raw"}.get(
-            frozenset(units), "normalised where known, else raw")
+            frozenset(units), "normalised where known, else raw"
+        )
         # Normalised scores on a fixed 0 (random policy) .. 1 (reference) scale; raw returns have no common scale.
         limits = (0.0, 1.0) if set(units) == {"normalized"} else None
         tblog.log_score_heatmap(logger, scores, rows, self.columns, step, f"score matrix ({unit})", limits)
@@ -286,10 +320,17 @@ class Trainer:
         tblog.flush(agent.logger)
         agent_meta, tensors, replays = agent.checkpoint_state(self.spec.checkpoint_replay)
         rng_meta, rng_tensors = checkpoints.rng_state()
-        meta = {"step": agent.num_timesteps, "segment": segment, "done_in_segment": done_in_segment,
-                "identity": self.identity(), "agent": agent_meta, "rng": rng_meta,
-                "trainer": {**asdict(self.state), "wall_seconds": self.wall()},
-                "kept_replays": sorted(agent.kept_replays), "with_replay": self.spec.checkpoint_replay}
+        meta = {
+            "step": agent.num_timesteps,
+            "segment": segment,
+            "done_in_segment": done_in_segment,
+            "identity": self.identity(),
+            "agent": agent_meta,
+            "rng": rng_meta,
+            "trainer": {**asdict(self.state), "wall_seconds": self.wall()},
+            "kept_replays": sorted(agent.kept_replays),
+            "with_replay": self.spec.checkpoint_replay,
+        }
         path = checkpoints.save(self.spec.logdir, meta, {**tensors, "rng": rng_tensors}, replays)
         self.last_checkpoint = (agent.num_timesteps, path)
 
@@ -305,7 +346,8 @@ class Trainer:
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise checkpoints.CheckpointError(
                 f"checkpoint {ckpt.path} does not fit this run: {type(exc).__name__}: "
-                f"{str(exc).splitlines()[0][:160] if str(exc) else ''}") from None
+                f"{str(exc).splitlines()[0][:160] if str(exc) else ''}"
+            ) from None
         self.last_checkpoint = (int(meta["step"]), ckpt.path)
         return segment, done
 
@@ -334,8 +376,14 @@ class Trainer:
             agent = self._build_agent()
             spec.logdir.mkdir(parents=True, exist_ok=True)
             logger = tblog.create_logger(spec.logdir, spec.log_formats)
-        hparams = {**self.cfg.flat(), "run.games": ",".join(spec.games), "run.steps_per_game": spec.steps_per_game,
-                   "run.cycles": spec.cycles, "run.seed": spec.seed, "run.agent": self.cfg.name}
+        hparams = {
+            **self.cfg.flat(),
+            "run.games": ",".join(spec.games),
+            "run.steps_per_game": spec.steps_per_game,
+            "run.cycles": spec.cycles,
+            "run.seed": spec.seed,
+            "run.agent": self.cfg.name,
+        }
         if spec.track:
             from ewc_rl.tracking import tracker
 
@@ -349,9 +397,15 @@ class Trainer:
         self.device = str(agent.device)
         self.t_start = time.perf_counter()
         total = sum(s.steps for s in self.schedule)
-        self.pbar = tqdm(total=total, initial=agent.num_timesteps, unit="step", dynamic_ncols=True,
-                         disable=not spec.progress, mininterval=1.0 if sys.stderr.isatty() else 30.0,
-                         file=sys.stderr)
+        self.pbar = tqdm(
+            total=total,
+            initial=agent.num_timesteps,
+            unit="step",
+            dynamic_ncols=True,
+            disable=not spec.progress,
+            mininterval=1.0 if sys.stderr.isatty() else 30.0,
+            file=sys.stderr,
+        )
         self.progress = ProgressFile(spec.logdir, total)
         self.progress.update(agent.num_timesteps)
         try:
@@ -375,8 +429,9 @@ class Trainer:
         """Train one segment (``done`` of its steps already behind it), then evaluate, consolidate, checkpoint."""
         spec = self.spec
         env_seed = spec.seed * 1_000 + seg.index + (7_919 * agent.num_timesteps if done else 0)
-        env = agent.env if seg.index == 0 and not done and agent.env is not None else self._train_env(
-            seg.game, env_seed)
+        env = (
+            agent.env if seg.index == 0 and not done and agent.env is not None else self._train_env(seg.game, env_seed)
+        )
         agent.begin_segment(env, seg.game, seg.steps, start=agent.num_timesteps - done)
         if self.probe is not None:
             self.probe.new_segment()

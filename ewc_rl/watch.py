@@ -22,8 +22,21 @@ from ewc_rl.export import safe_name
 
 VIDEO_FORMATS = ("gif", "mp4")
 # One colour per MinAtar channel (matplotlib's tab10), on black.
-_PALETTE = np.array([(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
-                     (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)], dtype=np.uint8)
+_PALETTE = np.array(
+    [
+        (31, 119, 180),
+        (255, 127, 14),
+        (44, 160, 44),
+        (214, 39, 40),
+        (148, 103, 189),
+        (140, 86, 75),
+        (227, 119, 194),
+        (127, 127, 127),
+        (188, 189, 34),
+        (23, 190, 207),
+    ],
+    dtype=np.uint8,
+)
 
 
 def render(observation: np.ndarray, game: str) -> np.ndarray:
@@ -40,8 +53,9 @@ def render(observation: np.ndarray, game: str) -> np.ndarray:
     return frame.repeat(scale, axis=0).repeat(scale, axis=1)
 
 
-def record_episode(q_net: th.nn.Module, game: str, cfg: Config, *, epsilon: float, seed: int,
-                   device: th.device | str = "cpu") -> tuple[list[np.ndarray], dict[str, Any]]:
+def record_episode(
+    q_net: th.nn.Module, game: str, cfg: Config, *, epsilon: float, seed: int, device: th.device | str = "cpu"
+) -> tuple[list[np.ndarray], dict[str, Any]]:
     """The frames (the first observation, then one per step, the last at game over) and the episode's statistics
     (``r``: return, ``l``: length in agent steps)."""
     env = make_env(game, cfg.env, training=False, n_envs=1, seed=seed, max_episode_steps=cfg.eval.max_episode_steps)
@@ -73,8 +87,9 @@ def write_video(frames: list[np.ndarray], path: Path, fps: float) -> Path:
         try:
             import imageio.v2 as imageio
         except ImportError:
-            raise UsageError('MP4 videos need imageio and its ffmpeg plugin: pip install "ewc_rl[video]" '
-                             "(or use --video-format gif)") from None
+            raise UsageError(
+                'MP4 videos need imageio and its ffmpeg plugin: pip install "ewc_rl[video]" (or use --video-format gif)'
+            ) from None
         imageio.mimwrite(path, frames, fps=fps, macro_block_size=1)
         return path
     from PIL import Image
@@ -88,17 +103,28 @@ def check_games(games: list[str], run_games: list[str], per_game_layers: bool) -
     """Refuse games the run's learner cannot play: another suite, or a game without its own layers."""
     if suite(games[0]) != suite(run_games[0]):
         names = {"atari": "ALE", "minatar": "MinAtar"}
-        raise UsageError(f"the run's learner plays {names[suite(run_games[0])]} games; {games[0]} is an "
-                         f"{names[suite(games[0])]} game")
+        raise UsageError(
+            f"the run's learner plays {names[suite(run_games[0])]} games; {games[0]} is an "
+            f"{names[suite(games[0])]} game"
+        )
     if per_game_layers:
         unknown = [g for g in games if g not in run_games]
         if unknown:
-            raise UsageError(f"the run has per-game layers for {', '.join(run_games)} only; not for "
-                             f"{', '.join(unknown)}")
+            raise UsageError(
+                f"the run has per-game layers for {', '.join(run_games)} only; not for {', '.join(unknown)}"
+            )
 
 
-def evaluate_run(run_dir: Path, games: list[str] | None, *, episodes: int, epsilon: float | None, seed: int,
-                 video_dir: Path | None = None, video_format: str = "gif") -> dict[str, Any]:
+def evaluate_run(
+    run_dir: Path,
+    games: list[str] | None,
+    *,
+    episodes: int,
+    epsilon: float | None,
+    seed: int,
+    video_dir: Path | None = None,
+    video_format: str = "gif",
+) -> dict[str, Any]:
     """Per game: the returns of ``episodes`` episodes, and the path of one recorded episode with ``video_dir``."""
     from ewc_rl.diagnose import load_agent, run_config
 
@@ -110,14 +136,27 @@ def evaluate_run(run_dir: Path, games: list[str] | None, *, episodes: int, epsil
     results: dict[str, Any] = {}
     for j, game in enumerate(games):
         agent.select_game(game)
-        returns = evaluate(agent.q_net, game, cfg.env, episodes=episodes, epsilon=eps,
-                           max_episode_steps=cfg.eval.max_episode_steps, seed=seed * 100_003 + j, device=agent.device)
+        returns = evaluate(
+            agent.q_net,
+            game,
+            cfg.env,
+            episodes=episodes,
+            epsilon=eps,
+            max_episode_steps=cfg.eval.max_episode_steps,
+            seed=seed * 100_003 + j,
+            device=agent.device,
+        )
         results[game] = {"returns": returns}
         if video_dir is not None:
-            frames, episode = record_episode(agent.q_net, game, cfg, epsilon=eps, seed=seed * 100_003 + j,
-                                         device=agent.device)
+            frames, episode = record_episode(
+                agent.q_net, game, cfg, epsilon=eps, seed=seed * 100_003 + j, device=agent.device
+            )
             fps = 15.0 if suite(game) == "atari" else 10.0  # Atari: 60 Hz / frame skip 4
             path = write_video(frames, video_dir / f"{safe_name(game)}.{video_format}", fps)
-            results[game] |= {"video": path, "frames": len(frames), "video_return": float(episode["r"]),
-                              "video_length": int(episode["l"])}
+            results[game] |= {
+                "video": path,
+                "frames": len(frames),
+                "video_return": float(episode["r"]),
+                "video_length": int(episode["l"]),
+            }
     return {"epsilon": eps, "episodes": episodes, "step": agent.num_timesteps, "games": results}

@@ -40,8 +40,12 @@ def tiny_qnet(n_actions: int = 5, channels: int = 2) -> nn.Module:
     """Conv + linear layers, like the real Q-networks but small enough for a per-sample loop."""
     th.manual_seed(0)
     return nn.Sequential(
-        nn.Conv2d(channels, 3, kernel_size=3, stride=1), nn.ReLU(), nn.Flatten(),
-        nn.Linear(3 * 4 * 4, 8), nn.Tanh(), nn.Linear(8, n_actions),
+        nn.Conv2d(channels, 3, kernel_size=3, stride=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(3 * 4 * 4, 8),
+        nn.Tanh(),
+        nn.Linear(8, n_actions),
     )
 
 
@@ -82,6 +86,7 @@ def temp_dir_left_as_found(tmp_path_factory):
         shutil.rmtree(sandbox, ignore_errors=True)
     assert not left, f"the tests left {len(left)} entries in the temporary directory: {', '.join(left[:5])}"
 
+
 @pytest.fixture
 def one_thread():
     """One torch thread for the test (tiny networks: a second thread only contends on a loaded machine)."""
@@ -109,8 +114,18 @@ def sequence_agent(methods: list, tmp_path, **kw):
     from ewc_rl.agent import ContinualDQN
 
     policy, policy_kwargs = networks.policy("minatar", len(OFFSETS))
-    args = dict(learning_starts=20, buffer_size=500, batch_size=16, train_freq=1, learning_rate=1e-2,
-                target_update_interval=20, seed=0, device="cpu", policy_kwargs=policy_kwargs, games=list(OFFSETS))
+    args = dict(
+        learning_starts=20,
+        buffer_size=500,
+        batch_size=16,
+        train_freq=1,
+        learning_rate=1e-2,
+        target_update_interval=20,
+        seed=0,
+        device="cpu",
+        policy_kwargs=policy_kwargs,
+        games=list(OFFSETS),
+    )
     agent = ContinualDQN(policy, DummyVecEnv([lambda: TinyImageEnv(length=5)]), methods=methods, **(args | kw))
     agent.set_logger(configure(str(tmp_path / "log"), []))
     return agent

@@ -17,8 +17,16 @@ def _env(offset=0):
 
 
 def _agent(env=None, **kw):
-    args = dict(learning_starts=30, buffer_size=500, exploration_fraction=0.5, exploration_final_eps=0.1,
-                target_update_interval=20, policy_kwargs={"net_arch": [16]}, seed=0, device="cpu")
+    args = dict(
+        learning_starts=30,
+        buffer_size=500,
+        exploration_fraction=0.5,
+        exploration_final_eps=0.1,
+        target_update_interval=20,
+        policy_kwargs={"net_arch": [16]},
+        seed=0,
+        device="cpu",
+    )
     args.update(kw)
     return silent(ContinualDQN("MlpPolicy", env or _env(), **args))
 
@@ -31,8 +39,12 @@ def test_epsilon_and_warmup_restart_for_each_game():
         agent.begin_segment(env, game, steps)
         assert agent.exploration_rate == 1.0
         assert agent.learning_starts == agent.num_timesteps + 30
-        agent.learn(steps, reset_num_timesteps=False, log_interval=None,
-                    callback=lambda *_: eps_log.append((agent.num_timesteps, agent.exploration_rate)) or True)
+        agent.learn(
+            steps,
+            reset_num_timesteps=False,
+            log_interval=None,
+            callback=lambda *_: eps_log.append((agent.num_timesteps, agent.exploration_rate)) or True,
+        )
 
     run(agent.env, "A", 100)
     mid_a = dict(eps_log)
@@ -180,9 +192,9 @@ def test_per_game_epsilon_continues_across_visits():
         agent.end_segment(game, keep_replay=True)
         eps[(game, "end", agent.num_timesteps)] = agent.exploration_rate
 
-    run(agent.env, "A", 80)   # warm-up 30 steps, then 50 of 100 decay steps: 1 - 0.9 * 0.5
-    run(_env(1), "B", 20)     # B's own schedule: still warming up
-    run(_env(), "A", 40)      # A continues from 80 trained steps
+    run(agent.env, "A", 80)  # warm-up 30 steps, then 50 of 100 decay steps: 1 - 0.9 * 0.5
+    run(_env(1), "B", 20)  # B's own schedule: still warming up
+    run(_env(), "A", 40)  # A continues from 80 trained steps
     assert eps[("A", "start", 0)] == 1.0
     assert eps[("A", "end", 80)] == pytest.approx(1 - 0.9 * (79 - 30) / 100, abs=0.01)
     assert eps[("B", "start", 80)] == 1.0 and eps[("B", "end", 100)] == 1.0

@@ -48,9 +48,16 @@ def test_api_errors_are_usage_errors(tmp_path):
 def test_compare_returns_the_report_and_each_run(tmp_path):
     import json
 
-    cmp = ewc_rl.compare(["minatar-dqn"], ["MinAtar/Breakout"], seeds=[0], steps_per_game=200, logdir=tmp_path,
-                         settings={"dqn.learning_starts": 100, "eval.episodes": 1, "eval.max_episode_steps": 60},
-                         grid={"dqn.gamma": [0.9, 0.99]}, workers=2)
+    cmp = ewc_rl.compare(
+        ["minatar-dqn"],
+        ["MinAtar/Breakout"],
+        seeds=[0],
+        steps_per_game=200,
+        logdir=tmp_path,
+        settings={"dqn.learning_starts": 100, "eval.episodes": 1, "eval.max_episode_steps": 60},
+        grid={"dqn.gamma": [0.9, 0.99]},
+        workers=2,
+    )
     assert cmp.report == json.loads((tmp_path / "comparison.json").read_text())
     assert sorted(cmp.runs) == ["minatar-dqn+dqn.gamma=0.9", "minatar-dqn+dqn.gamma=0.99"]
     run = cmp.runs["minatar-dqn+dqn.gamma=0.9"][0]

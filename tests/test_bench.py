@@ -12,8 +12,10 @@ from ewc_rl.cli import build_parser, main
 
 def test_bench_runs_at_tiny_sizes_and_writes_every_key(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    assert main(["bench", "--size", "tiny", "--no-progress", "--json", str(out),
-                 "--set", "eval.max_episode_steps=100"]) == 0
+    assert (
+        main(["bench", "--size", "tiny", "--no-progress", "--json", str(out), "--set", "eval.max_episode_steps=100"])
+        == 0
+    )
     result = json.loads(out.read_text())
     assert set(bench.TARGETS) <= set(result) and bench.finite(result)
     assert result["setup"]["mode"] == "tiny" and result["raw"]["steps_per_s_sb3"] > 0
@@ -34,15 +36,35 @@ def test_bench_size_defaults_to_full_and_quick_selects_quick(argv, size):
 def _fake_result(scale: float) -> dict:
     """A result of the shape ``bench.run`` returns, every figure ``scale`` times a base value."""
     keys = {key: scale * (i + 1) for i, key in enumerate(bench.TARGETS)}
-    raw = {"steps_per_s_plain": 100 * scale, "steps_per_s_ewc10": 98 * scale, "steps_per_s_sb3": 80 * scale,
-           "steps_per_s_limit": 110 * scale, "replay_bytes_per_transition": 7000 * scale,
-           "steps_per_s_rounds": {n: [90 * scale, 120 * scale] for n in ("plain", "ewc10", "sb3", "limit")},
-           "fisher_states_per_s": {k: 10 * scale for k in ("batched_backward", "sampled_hooks", "sampled_vmap",
-                                                           "exact_hooks")},
-           "eval_seconds_per_game": 2 * scale, "train_seconds_per_interval": 50 * scale, "eval_share": 0.1 * scale}
-    setup = {"sizes": {"rounds": 3}, "eval_episodes": 4, "eval_every": 250_000, "n_envs": 4, "env_threads": 2,
-             "torch_threads": 2, "cpus": 2, "processor": "x", "machine": "x86_64", "torch": "2", "python": "3",
-             "mode": "tiny", "game": "Breakout"}
+    raw = {
+        "steps_per_s_plain": 100 * scale,
+        "steps_per_s_ewc10": 98 * scale,
+        "steps_per_s_sb3": 80 * scale,
+        "steps_per_s_limit": 110 * scale,
+        "replay_bytes_per_transition": 7000 * scale,
+        "steps_per_s_rounds": {n: [90 * scale, 120 * scale] for n in ("plain", "ewc10", "sb3", "limit")},
+        "fisher_states_per_s": {
+            k: 10 * scale for k in ("batched_backward", "sampled_hooks", "sampled_vmap", "exact_hooks")
+        },
+        "eval_seconds_per_game": 2 * scale,
+        "train_seconds_per_interval": 50 * scale,
+        "eval_share": 0.1 * scale,
+    }
+    setup = {
+        "sizes": {"rounds": 3},
+        "eval_episodes": 4,
+        "eval_every": 250_000,
+        "n_envs": 4,
+        "env_threads": 2,
+        "torch_threads": 2,
+        "cpus": 2,
+        "processor": "x",
+        "machine": "x86_64",
+        "torch": "2",
+        "python": "3",
+        "mode": "tiny",
+        "game": "Breakout",
+    }
     return {**keys, "raw": raw, "setup": setup}
 
 

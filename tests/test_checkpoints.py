@@ -74,12 +74,16 @@ def test_a_kill_after_any_step_of_a_save_leaves_a_resumable_run(tmp_path, monkey
                 result = real[name](*args, **kwargs)
                 done(" ".join([name] + [Path(str(a)).name for a in args if not isinstance(a, int)]))
                 return result
+
             return step
 
         for name in real:
             monkeypatch.setattr(os, name, wrap(name))
-        monkeypatch.setattr(checkpoints, "_write", lambda path, writer: real_write(
-            path, lambda f: (writer(f), done(f"write {path.name}"))))
+        monkeypatch.setattr(
+            checkpoints,
+            "_write",
+            lambda path, writer: real_write(path, lambda f: (writer(f), done(f"write {path.name}"))),
+        )
         return steps
 
     # A dry run counts the steps of a save that replaces an older checkpoint.

@@ -14,10 +14,25 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from ewc_rl.cli import main
 
-TINY = ["--steps-per-game", "300", "--eval-every", "200", "--eval-episodes", "1", "--no-progress",
-        "--set", "dqn.learning_starts=100", "--set", "dqn.buffer_size=1000",
-        "--set", "dqn.target_update_interval=100", "--set", "eval.max_episode_steps=150",
-        "--set", "penalty.fisher_states=64"]
+TINY = [
+    "--steps-per-game",
+    "300",
+    "--eval-every",
+    "200",
+    "--eval-episodes",
+    "1",
+    "--no-progress",
+    "--set",
+    "dqn.learning_starts=100",
+    "--set",
+    "dqn.buffer_size=1000",
+    "--set",
+    "dqn.target_update_interval=100",
+    "--set",
+    "eval.max_episode_steps=150",
+    "--set",
+    "penalty.fisher_states=64",
+]
 
 
 def _scalars(logdir: Path) -> dict[str, list[tuple[int, float]]]:
@@ -34,8 +49,23 @@ def test_module_entry_point_prints_help():
 def test_ewc_run_on_two_atari_games(tmp_path, capsys):
     logdir = tmp_path / "run"
     # one environment, so that 300 steps per game finish a Breakout episode (train/episode_return)
-    assert main(["train", "--agent", "ewc", "--games", "Pong,Breakout", "--logdir", str(logdir), *TINY,
-                 "--set", "agent.n_envs=1"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--agent",
+                "ewc",
+                "--games",
+                "Pong,Breakout",
+                "--logdir",
+                str(logdir),
+                *TINY,
+                "--set",
+                "agent.n_envs=1",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert f"tensorboard --logdir {logdir}" in printed
 
@@ -48,8 +78,16 @@ def test_ewc_run_on_two_atari_games(tmp_path, capsys):
     assert summary["versions"]["torch"] and summary["wall_time_s"] > 0
 
     scalars, histograms = _scalars(logdir)
-    for tag in ("train/td_loss", "train/penalty", "train/epsilon", "train/episode_return", "train/fps",
-                "train/game", "eval/Pong/return", "eval/Breakout/return"):
+    for tag in (
+        "train/td_loss",
+        "train/penalty",
+        "train/epsilon",
+        "train/episode_return",
+        "train/fps",
+        "train/game",
+        "eval/Pong/return",
+        "eval/Breakout/return",
+    ):
         assert scalars.get(tag), tag
     assert any(h.startswith("fisher/") for h in histograms)
     assert any(step > 300 for step, _ in scalars["eval/Pong/return"])  # Pong still evaluated during Breakout
@@ -67,16 +105,23 @@ def test_dqn_run_has_no_penalty(tmp_path):
     assert not histograms
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--games", "Pong,Pongg"], "unknown game 'Pongg'; closest: Pong"),
-    (["--games", "Pong", "--agent", "ewk"], "unknown agent 'ewk'"),
-    (["--games", "Pong", "--set", "penalty.lamda=1"], "unknown key 'penalty.lamda'"),
-    (["--games", "Pong", "--set", "penalty.lambda=-5"], "'penalty.lambda' must be >= 0"),
-    (["--games", "Pong", "--steps-per-game", "200", "--set", "penalty.lambda=nan"],
-     "'penalty.lambda' must be a finite number, got nan"),
-    (["--games", "Pong", "--steps-per-game", "200", "--set", "penalty.lambda=inf"],
-     "'penalty.lambda' must be a finite number, got inf"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--games", "Pong,Pongg"], "unknown game 'Pongg'; closest: Pong"),
+        (["--games", "Pong", "--agent", "ewk"], "unknown agent 'ewk'"),
+        (["--games", "Pong", "--set", "penalty.lamda=1"], "unknown key 'penalty.lamda'"),
+        (["--games", "Pong", "--set", "penalty.lambda=-5"], "'penalty.lambda' must be >= 0"),
+        (
+            ["--games", "Pong", "--steps-per-game", "200", "--set", "penalty.lambda=nan"],
+            "'penalty.lambda' must be a finite number, got nan",
+        ),
+        (
+            ["--games", "Pong", "--steps-per-game", "200", "--set", "penalty.lambda=inf"],
+            "'penalty.lambda' must be a finite number, got inf",
+        ),
+    ],
+)
 def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, capsys, args, message):
     logdir = tmp_path / "run"
     assert main(["train", "--logdir", str(logdir), *args]) == 2
@@ -85,8 +130,9 @@ def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, capsys, args, me
     assert not logdir.exists()
 
 
-@pytest.mark.parametrize("args", [["--steps-per-game", "-5"], ["--cycles", "0"], ["--checkpoint-every", "-1"],
-                                  ["--device", "tpu"]])
+@pytest.mark.parametrize(
+    "args", [["--steps-per-game", "-5"], ["--cycles", "0"], ["--checkpoint-every", "-1"], ["--device", "tpu"]]
+)
 def test_bad_numbers_and_choices_are_one_line_exit_2(tmp_path, capsys, args):
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "--games", "Pong", "--logdir", str(tmp_path / "r"), *args])
@@ -128,8 +174,15 @@ def _read_only(monkeypatch, mount: Path) -> None:
     monkeypatch.setattr(os, "open", open_)
 
 
-@pytest.mark.parametrize("case", ["new logdir on a read-only fs", "empty logdir on a read-only fs",
-                                  "logdir under a regular file", "agent file not UTF-8"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "new logdir on a read-only fs",
+        "empty logdir on a read-only fs",
+        "logdir under a regular file",
+        "agent file not UTF-8",
+    ],
+)
 def test_unusable_logdir_or_agent_file_is_one_line_exit_2_nothing_written(tmp_path, capsys, monkeypatch, case):
     logdir, agent = tmp_path / "mnt" / "run", "minatar-dqn"
     (tmp_path / "mnt").mkdir()
@@ -145,21 +198,53 @@ def test_unusable_logdir_or_agent_file_is_one_line_exit_2_nothing_written(tmp_pa
         agent = str(tmp_path / "latin.toml")
         Path(agent).write_bytes("# r\xe9glages\n".encode("latin-1"))
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
-    code = main(["train", "--agent", agent, "--games", "MinAtar/Breakout", "--steps-per-game", "200",
-                 "--no-progress", "--logdir", str(logdir)])
+    code = main(
+        [
+            "train",
+            "--agent",
+            agent,
+            "--games",
+            "MinAtar/Breakout",
+            "--steps-per-game",
+            "200",
+            "--no-progress",
+            "--logdir",
+            str(logdir),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("ewc-rl: error: ") and err.count("\n") == 1, err
-    assert {"new logdir on a read-only fs": "Read-only file system", "empty logdir on a read-only fs":
-            "Read-only file system", "logdir under a regular file": "is a file, not a directory",
-            "agent file not UTF-8": "not a UTF-8 text file"}[case] in err
+    assert {
+        "new logdir on a read-only fs": "Read-only file system",
+        "empty logdir on a read-only fs": "Read-only file system",
+        "logdir under a regular file": "is a file, not a directory",
+        "agent file not UTF-8": "not a UTF-8 text file",
+    }[case] in err
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
 
 
 def test_minatar_ewc_run_through_train(tmp_path):
     logdir = tmp_path / "run"
-    args = ["train", "--agent", "minatar-ewc", "--games", "MinAtar/Breakout,MinAtar/SpaceInvaders",
-            "--steps-per-game", "400", "--eval-every", "200", "--eval-episodes", "2", "--no-progress",
-            "--set", "dqn.learning_starts=100", "--set", "penalty.fisher_states=100", "--logdir", str(logdir)]
+    args = [
+        "train",
+        "--agent",
+        "minatar-ewc",
+        "--games",
+        "MinAtar/Breakout,MinAtar/SpaceInvaders",
+        "--steps-per-game",
+        "400",
+        "--eval-every",
+        "200",
+        "--eval-episodes",
+        "2",
+        "--no-progress",
+        "--set",
+        "dqn.learning_starts=100",
+        "--set",
+        "penalty.fisher_states=100",
+        "--logdir",
+        str(logdir),
+    ]
     assert main(args) == 0
     summary = json.loads((logdir / "summary.json").read_text())
     assert summary["complete"] and summary["columns"] == ["MinAtar/Breakout", "MinAtar/SpaceInvaders"]
@@ -172,8 +257,22 @@ def test_minatar_ewc_run_through_train(tmp_path):
 
 def test_atari_network_on_minatar_is_refused_before_writing(tmp_path, capsys):
     logdir = tmp_path / "run"
-    assert main(["train", "--agent", "ewc", "--games", "MinAtar/Breakout", "--set", "agent.network=nature",
-                 "--logdir", str(logdir)]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--agent",
+                "ewc",
+                "--games",
+                "MinAtar/Breakout",
+                "--set",
+                "agent.network=nature",
+                "--logdir",
+                str(logdir),
+            ]
+        )
+        == 2
+    )
     assert "agent.network = 'nature'" in capsys.readouterr().err and not logdir.exists()
 
 
@@ -186,8 +285,18 @@ def test_random_scores(capsys):
 def test_dry_run_prints_the_drawn_games_and_memory_identically(tmp_path, capsys):
     from ewc_rl.schedule import POOLS, draw
 
-    args = ["train", "--agent", "kirkpatrick2017", "--games", "random10", "--seed", "0", "--dry-run",
-            "--logdir", str(tmp_path / "run")]
+    args = [
+        "train",
+        "--agent",
+        "kirkpatrick2017",
+        "--games",
+        "random10",
+        "--seed",
+        "0",
+        "--dry-run",
+        "--logdir",
+        str(tmp_path / "run"),
+    ]
     outputs = []
     for _ in range(2):
         assert main(args) == 0
@@ -204,12 +313,34 @@ def test_dry_run_prints_the_drawn_games_and_memory_identically(tmp_path, capsys)
 
 def test_paper_agent_runs_two_games_at_tiny_sizes(tmp_path):
     logdir = tmp_path / "run"
-    args = ["train", "--agent", "kirkpatrick2017", "--games", "Pong,Breakout", "--steps-per-game", "300",
-            "--eval-episodes", "1", "--no-progress", "--logdir", str(logdir),
-            "--set", "dqn.buffer_size=1000", "--set", "dqn.learning_starts=100",
-            "--set", "agent.epsilon_decay_steps=200", "--set", "eval.max_episode_steps=100",
-            "--set", "penalty.fisher_states=16", "--set", "penalty.fisher_batch_size=8",
-            "--set", "penalty.consolidate_after_steps=200"]
+    args = [
+        "train",
+        "--agent",
+        "kirkpatrick2017",
+        "--games",
+        "Pong,Breakout",
+        "--steps-per-game",
+        "300",
+        "--eval-episodes",
+        "1",
+        "--no-progress",
+        "--logdir",
+        str(logdir),
+        "--set",
+        "dqn.buffer_size=1000",
+        "--set",
+        "dqn.learning_starts=100",
+        "--set",
+        "agent.epsilon_decay_steps=200",
+        "--set",
+        "eval.max_episode_steps=100",
+        "--set",
+        "penalty.fisher_states=16",
+        "--set",
+        "penalty.fisher_batch_size=8",
+        "--set",
+        "penalty.consolidate_after_steps=200",
+    ]
     assert main(args) == 0
     summary = json.loads((logdir / "summary.json").read_text())
     assert summary["complete"] and summary["settings"]["agent"]["per_game_layers"]

@@ -14,16 +14,35 @@ from ewc_rl.report import aggregate, mean_ci, t_quantile_975, to_markdown
 from ewc_rl.tblog import write_json
 
 STEPS = 300
-ARGS = ["--games", "Pong,Breakout", "--steps-per-game", str(STEPS), "--eval-every", "150", "--eval-episodes", "1",
-        "--set", "dqn.learning_starts=100", "--set", "dqn.buffer_size=1000", "--set", "dqn.target_update_interval=100",
-        "--set", "eval.max_episode_steps=120", "--set", "penalty.fisher_states=50", "--no-progress"]
+ARGS = [
+    "--games",
+    "Pong,Breakout",
+    "--steps-per-game",
+    str(STEPS),
+    "--eval-every",
+    "150",
+    "--eval-episodes",
+    "1",
+    "--set",
+    "dqn.learning_starts=100",
+    "--set",
+    "dqn.buffer_size=1000",
+    "--set",
+    "dqn.target_update_interval=100",
+    "--set",
+    "eval.max_episode_steps=120",
+    "--set",
+    "penalty.fisher_states=50",
+    "--no-progress",
+]
 
 
 @pytest.fixture(scope="module")
 def comparison(tmp_path_factory):
     logdir = tmp_path_factory.mktemp("cmp")
-    code = main(["compare", "--agents", "dqn", "ewc", "--seeds", "0", "1", "--workers", "2",
-                 "--logdir", str(logdir), *ARGS])
+    code = main(
+        ["compare", "--agents", "dqn", "ewc", "--seeds", "0", "1", "--workers", "2", "--logdir", str(logdir), *ARGS]
+    )
     assert code == 0
     return logdir
 
@@ -47,8 +66,12 @@ def test_every_run_leaves_its_final_progress_for_the_steps_bar(comparison):
 def test_steps_done_counts_finished_and_ended_runs_fully_and_running_ones_by_their_progress(tmp_path):
     spec = GridSpec(agents=["dqn"], seeds=[0, 1, 2, 3, 4], games=["Pong", "Breakout"], steps_per_game=100, cycles=3)
     assert spec.steps_per_run() == 600
-    assert GridSpec(agents=["dqn"], seeds=[0], games=["random4"], steps_per_game=10, cycles=2,
-                    pool="kirkpatrick2017").steps_per_run() == 80
+    assert (
+        GridSpec(
+            agents=["dqn"], seeds=[0], games=["random4"], steps_per_game=10, cycles=2, pool="kirkpatrick2017"
+        ).steps_per_run()
+        == 80
+    )
     cells = spec.cells()
     finished, running, failed, waiting, interrupted = (c.run_dir(tmp_path) for c in cells)
     for path in (finished, running, failed, interrupted):
@@ -126,16 +149,39 @@ def test_report_errors_are_one_line(tmp_path, capsys):
     assert main(["report", str(tmp_path / "missing")]) == 2
     assert main(["report", str(tmp_path)]) == 2
     err = capsys.readouterr().err.splitlines()
-    assert err == [f"ewc-rl: error: no such directory: {tmp_path / 'missing'}",
-                   "ewc-rl: error: no finished runs (summary.json with complete=true) under that directory"]
+    assert err == [
+        f"ewc-rl: error: no such directory: {tmp_path / 'missing'}",
+        "ewc-rl: error: no finished runs (summary.json with complete=true) under that directory",
+    ]
 
 
 def test_grid_runs_every_setting_and_ranks_them(tmp_path, capsys):
     logdir = tmp_path / "sweep"
-    args = ["compare", "--agents", "minatar-ewc", "--seeds", "0", "--games", "MinAtar/Breakout,MinAtar/Asterix",
-            "--steps-per-game", "300", "--eval-every", "300", "--eval-episodes", "1",
-            "--set", "dqn.learning_starts=100", "--set", "eval.max_episode_steps=200",
-            "--set", "penalty.fisher_states=50", "--grid", "penalty.lambda=0,1e6", "--logdir", str(logdir)]
+    args = [
+        "compare",
+        "--agents",
+        "minatar-ewc",
+        "--seeds",
+        "0",
+        "--games",
+        "MinAtar/Breakout,MinAtar/Asterix",
+        "--steps-per-game",
+        "300",
+        "--eval-every",
+        "300",
+        "--eval-episodes",
+        "1",
+        "--set",
+        "dqn.learning_starts=100",
+        "--set",
+        "eval.max_episode_steps=200",
+        "--set",
+        "penalty.fisher_states=50",
+        "--grid",
+        "penalty.lambda=0,1e6",
+        "--logdir",
+        str(logdir),
+    ]
     assert main(args) == 0
     bar = capsys.readouterr().err.split("\r")[-1]
     assert "1.20k/1.20k" in bar and "step/s" in bar  # one bar of agent steps over both runs, at the end
@@ -154,7 +200,9 @@ def test_grid_syntax_errors():
     from ewc_rl.errors import UsageError
 
     assert parse_grid(["penalty.lambda=1, 10", "agent.double_dqn=true,false"]) == {
-        "penalty.lambda": ["1", "10"], "agent.double_dqn": ["true", "false"]}
+        "penalty.lambda": ["1", "10"],
+        "agent.double_dqn": ["true", "false"],
+    }
     for bad in (["lambda=1"], ["penalty.lambda"], ["penalty.lambda="], ["penalty.tau=1", "penalty.tau=2"]):
         with pytest.raises(UsageError):
             parse_grid(bad)
@@ -165,8 +213,13 @@ def test_comparison_files_are_readable_as_the_umask_allows(comparison):
 
     mask = os.umask(0o022)
     os.umask(mask)
-    for path in (comparison / "comparison.json", comparison / "compare.json", comparison / "ewc" / "seed-0" /
-                 "summary.json", comparison / "comparison.md", comparison / "comparison.png"):
+    for path in (
+        comparison / "comparison.json",
+        comparison / "compare.json",
+        comparison / "ewc" / "seed-0" / "summary.json",
+        comparison / "comparison.md",
+        comparison / "comparison.png",
+    ):
         assert path.stat().st_mode & 0o777 == 0o666 & ~mask, path  # the json files were 0600 (mkstemp)
 
 
@@ -176,10 +229,16 @@ def test_compared_runs_chart_forgetting_and_hparams_metrics(comparison):
     ea = EventAccumulator(str(comparison / "ewc" / "seed-1"))
     ea.Reload()
     tags = set(ea.Tags()["scalars"])
-    assert {"eval/Pong/forgetting", "eval/Breakout/forgetting", "eval/mean_forgetting",
-            "metrics/average_performance", "metrics/mean_forgetting"} <= tags
+    assert {
+        "eval/Pong/forgetting",
+        "eval/Breakout/forgetting",
+        "eval/mean_forgetting",
+        "metrics/average_performance",
+        "metrics/mean_forgetting",
+    } <= tags
     experiment = plugin_data_pb2.HParamsPluginData.FromString(
-        ea.PluginTagToContent("hparams")["_hparams_/experiment"]).experiment
+        ea.PluginTagToContent("hparams")["_hparams_/experiment"]
+    ).experiment
     assert {"metrics/average_performance", "metrics/mean_forgetting"} <= {m.name.tag for m in experiment.metric_infos}
 
 
@@ -199,8 +258,20 @@ def test_comparison_plot_title_fits_with_two_games(comparison, tmp_path, monkeyp
 
 
 # t_{0.975, df} from published tables (df <= 30) and scipy.stats.t.ppf(0.975, df) (6 decimals).
-T975 = {1: 12.706205, 2: 4.302653, 3: 3.182446, 5: 2.570582, 10: 2.228139, 30: 2.042272, 31: 2.039513,
-        32: 2.036933, 40: 2.021075, 60: 2.000298, 120: 1.979930, 1000: 1.962339}
+T975 = {
+    1: 12.706205,
+    2: 4.302653,
+    3: 3.182446,
+    5: 2.570582,
+    10: 2.228139,
+    30: 2.042272,
+    31: 2.039513,
+    32: 2.036933,
+    40: 2.021075,
+    60: 2.000298,
+    120: 1.979930,
+    1000: 1.962339,
+}
 
 
 def test_intervals_use_student_t_for_any_number_of_seeds():
@@ -219,8 +290,14 @@ def test_t_quantile_matches_scipy_where_installed():
 
 
 def test_report_says_which_games_the_means_leave_out():
-    summary = {"complete": True, "games": ["Pong", "Tetris"], "columns": ["Pong", "Tetris"], "steps_per_game": 10,
-               "eval_history": [], "score_matrix": [[-3.05, None], [-20.7, 40.0]]}
+    summary = {
+        "complete": True,
+        "games": ["Pong", "Tetris"],
+        "columns": ["Pong", "Tetris"],
+        "steps_per_game": 10,
+        "eval_history": [],
+        "score_matrix": [[-3.05, None], [-20.7, 40.0]],
+    }
     comparison = aggregate({"dqn": {0: summary, 1: summary}})
     agent = comparison["agents"]["dqn"]
     assert agent["excluded_from_means"] == ["Tetris"] and agent["average_performance"]["mean"] == pytest.approx(0.0)
@@ -238,22 +315,51 @@ def test_repeated_seeds_agents_and_grid_values_never_share_a_run_directory(tmp_p
 
     monkeypatch.setattr(ewc_rl.compare, "run_grid", fake_run_grid)
     logdir = tmp_path / "cmp"
-    main(["compare", "--agents", "dqn", "dqn", "--seeds", "0", "0", "1", "--grid", "penalty.lambda=1,1",
-          "--logdir", str(logdir), *ARGS])
+    main(
+        [
+            "compare",
+            "--agents",
+            "dqn",
+            "dqn",
+            "--seeds",
+            "0",
+            "0",
+            "1",
+            "--grid",
+            "penalty.lambda=1,1",
+            "--logdir",
+            str(logdir),
+            *ARGS,
+        ]
+    )
     assert scheduled == [logdir / "dqn+penalty.lambda=1" / f"seed-{s}" for s in (0, 1)]
     err = capsys.readouterr().err
     assert "note: --seeds repeats 0; each is run once" in err and "note: --agents repeats dqn" in err
     assert "--grid penalty.lambda repeats a value" in err
     # Two agent files with one name would write into one directory: refused.
     (tmp_path / "dqn.toml").write_text("")
-    assert main(["compare", "--agents", "dqn", str(tmp_path / "dqn.toml"), "--logdir", str(tmp_path / "c2"),
-                 *ARGS]) == 2
+    assert (
+        main(["compare", "--agents", "dqn", str(tmp_path / "dqn.toml"), "--logdir", str(tmp_path / "c2"), *ARGS]) == 2
+    )
     assert "would share the run directory dqn/seed-0" in capsys.readouterr().err
 
 
 def test_a_game_named_twice_is_said_to_be_a_revisit(capsys):
-    assert main(["train", "--agent", "minatar-dqn", "--games", "MinAtar/Breakout,MinAtar/Asterix,MinAtar/Breakout",
-                 "--steps-per-game", "100", "--dry-run"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--agent",
+                "minatar-dqn",
+                "--games",
+                "MinAtar/Breakout,MinAtar/Asterix,MinAtar/Breakout",
+                "--steps-per-game",
+                "100",
+                "--dry-run",
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert "note: --games names MinAtar/Breakout more than once: each later visit is a revisit" in err
     assert err.count("\n") == 1

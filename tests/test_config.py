@@ -25,8 +25,9 @@ def test_shipped_files_spell_out_every_default_they_mention():
 
 
 def test_overrides_apply_and_parse_toml_values():
-    cfg = load_config("ewc", ["penalty.lambda=1e3", "dqn.buffer_size=4000", "penalty.fisher=exact",
-                              "agent.double_dqn=false"])
+    cfg = load_config(
+        "ewc", ["penalty.lambda=1e3", "dqn.buffer_size=4000", "penalty.fisher=exact", "agent.double_dqn=false"]
+    )
     assert cfg.penalty.lam == 1000.0
     assert cfg.dqn.buffer_size == 4000
     assert cfg.penalty.fisher == "exact"
@@ -34,19 +35,22 @@ def test_overrides_apply_and_parse_toml_values():
     assert parse_override("penalty.fisher=sampled") == ("penalty", "fisher", "sampled")
 
 
-@pytest.mark.parametrize(("override", "message"), [
-    ("penalty.lamda=3", "unknown key 'penalty.lamda' (did you mean 'lambda'?)"),
-    ("dqn.buffer_size=1.5", "'dqn.buffer_size' must be an integer, got 1.5"),
-    ("dqn.buffer_size=true", "'dqn.buffer_size' must be an integer, got True"),
-    ("penalty.lambda=-1", "'penalty.lambda' must be >= 0, got -1.0"),
-    ("penalty.kind=ewk", "'penalty.kind' must be one of none, l2, ewc, online-ewc; got 'ewk'"),
-    ("penalty.fisher=fast", "'penalty.fisher' must be one of sampled, exact, empirical"),
-    ("dqn.learning_rate=0", "'dqn.learning_rate' must be > 0"),
-    ("eval.epsilon=2", "'eval.epsilon' must be <= 1"),
-    ("agent.double_dqn=1", "'agent.double_dqn' must be a boolean"),
-    ("peanlty.kind=ewc", "unknown section '[peanlty]' (did you mean 'penalty'?)"),
-    ("lambda=3", "--set expects section.key=value"),
-])
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("penalty.lamda=3", "unknown key 'penalty.lamda' (did you mean 'lambda'?)"),
+        ("dqn.buffer_size=1.5", "'dqn.buffer_size' must be an integer, got 1.5"),
+        ("dqn.buffer_size=true", "'dqn.buffer_size' must be an integer, got True"),
+        ("penalty.lambda=-1", "'penalty.lambda' must be >= 0, got -1.0"),
+        ("penalty.kind=ewk", "'penalty.kind' must be one of none, l2, ewc, online-ewc; got 'ewk'"),
+        ("penalty.fisher=fast", "'penalty.fisher' must be one of sampled, exact, empirical"),
+        ("dqn.learning_rate=0", "'dqn.learning_rate' must be > 0"),
+        ("eval.epsilon=2", "'eval.epsilon' must be <= 1"),
+        ("agent.double_dqn=1", "'agent.double_dqn' must be a boolean"),
+        ("peanlty.kind=ewc", "unknown section '[peanlty]' (did you mean 'penalty'?)"),
+        ("lambda=3", "--set expects section.key=value"),
+    ],
+)
 def test_bad_values_name_the_key(override, message):
     with pytest.raises(ConfigError) as err:
         load_config("ewc", [override])

@@ -6,9 +6,22 @@ import pytest
 
 from ewc_rl.cli import main
 
-TRAIN = ["train", "--agent", "minatar-dqn", "--games", "MinAtar/Breakout", "--steps-per-game", "400",
-         "--eval-episodes", "1", "--no-progress", "--set", "dqn.learning_starts=100",
-         "--set", "eval.max_episode_steps=100"]
+TRAIN = [
+    "train",
+    "--agent",
+    "minatar-dqn",
+    "--games",
+    "MinAtar/Breakout",
+    "--steps-per-game",
+    "400",
+    "--eval-episodes",
+    "1",
+    "--no-progress",
+    "--set",
+    "dqn.learning_starts=100",
+    "--set",
+    "eval.max_episode_steps=100",
+]
 
 
 @pytest.fixture(scope="module")

@@ -80,8 +80,7 @@ def test_episode_cap_truncates():
 def test_minatar_names_and_suites():
     from ewc_rl.envs import suite
 
-    assert parse_games("minatar/breakout, MinAtar/space_invaders") == [
-        "MinAtar/Breakout", "MinAtar/SpaceInvaders"]
+    assert parse_games("minatar/breakout, MinAtar/space_invaders") == ["MinAtar/Breakout", "MinAtar/SpaceInvaders"]
     assert suite("MinAtar/Breakout") == "minatar" and suite("Pong") == "atari"
     with pytest.raises(UnknownGameError, match="closest: MinAtar/Breakout"):
         canonical_game("MinAtar/Breakou")
@@ -113,11 +112,19 @@ def test_minatar_training_rewards_clipped_evaluation_raw():
     assert ends and steps[ends[0]][3][0]["episode"]["r"] == sum(float(r[0]) for _, r, _, _ in steps[: ends[0] + 1])
 
 
-@pytest.mark.parametrize("name, game", [("ALE/Pong-v5", "Pong"), ("PongNoFrameskip-v4", "Pong"), ("Pong-v4", "Pong"),
-                                        ("BreakoutDeterministic-v4", "Breakout"),
-                                        ("ALE/SpaceInvaders-v5", "SpaceInvaders"), ("ALE/Pong", "Pong"),
-                                        ("MinAtar/Breakout-v1", "MinAtar/Breakout"),
-                                        ("minatar/space_invaders-v0", "MinAtar/SpaceInvaders")])
+@pytest.mark.parametrize(
+    "name, game",
+    [
+        ("ALE/Pong-v5", "Pong"),
+        ("PongNoFrameskip-v4", "Pong"),
+        ("Pong-v4", "Pong"),
+        ("BreakoutDeterministic-v4", "Breakout"),
+        ("ALE/SpaceInvaders-v5", "SpaceInvaders"),
+        ("ALE/Pong", "Pong"),
+        ("MinAtar/Breakout-v1", "MinAtar/Breakout"),
+        ("minatar/space_invaders-v0", "MinAtar/SpaceInvaders"),
+    ],
+)
 def test_gymnasium_ids_are_aliases(name, game):
     assert canonical_game(name) == game
 

@@ -32,10 +32,35 @@ print(json.dumps({"actions": actions.tolist(), "class": type(model).__name__,
 def run(tmp_path_factory):
     """A tiny two-game MinAtar EWC run with per-game layers, through the CLI."""
     logdir = tmp_path_factory.mktemp("export") / "run"
-    assert main(["train", "--agent", "minatar-ewc", "--games", ",".join(GAMES), "--steps-per-game", "300",
-                 "--eval-every", "300", "--eval-episodes", "1", "--no-progress", "--set", "dqn.learning_starts=100",
-                 "--set", "penalty.fisher_states=64", "--set", "agent.per_game_layers=true",
-                 "--set", "eval.max_episode_steps=100", "--logdir", str(logdir)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--agent",
+                "minatar-ewc",
+                "--games",
+                ",".join(GAMES),
+                "--steps-per-game",
+                "300",
+                "--eval-every",
+                "300",
+                "--eval-episodes",
+                "1",
+                "--no-progress",
+                "--set",
+                "dqn.learning_starts=100",
+                "--set",
+                "penalty.fisher_states=64",
+                "--set",
+                "agent.per_game_layers=true",
+                "--set",
+                "eval.max_episode_steps=100",
+                "--logdir",
+                str(logdir),
+            ]
+        )
+        == 0
+    )
     return logdir
 
 
@@ -51,8 +76,9 @@ def _suite_actions(run, game: str, obs: np.ndarray) -> np.ndarray:
 
 
 def _load_in_fresh_process(path, obs_path) -> dict:
-    out = subprocess.run([sys.executable, "-c", LOAD, str(path), str(obs_path)], capture_output=True, text=True,
-                         check=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", LOAD, str(path), str(obs_path)], capture_output=True, text=True, check=True, timeout=300
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -43,7 +43,7 @@ def test_sampled_matches_per_sample_loop(setup, method):
     net, obs = setup
     actions = fisher.sample_actions(net, obs, TAU, th.Generator().manual_seed(3))
     got = fisher.sampled_fisher(net, obs, actions, TAU, chunk_size=5, method=method)
-    want = _loop_sq_grads(net, lambda i: F.log_softmax(net(obs[i:i + 1]) / TAU, -1)[0, actions[i]], len(obs))
+    want = _loop_sq_grads(net, lambda i: F.log_softmax(net(obs[i : i + 1]) / TAU, -1)[0, actions[i]], len(obs))
     _assert_close(got, want)
 
 
@@ -54,7 +54,7 @@ def test_exact_matches_per_sample_loop(setup, method):
     params = list(net.parameters())
     total = [th.zeros_like(p) for p in params]
     for i in range(len(obs)):
-        logp = F.log_softmax(net(obs[i:i + 1]) / TAU, -1)[0]
+        logp = F.log_softmax(net(obs[i : i + 1]) / TAU, -1)[0]
         for a in range(5):
             grads = th.autograd.grad(logp[a], params, retain_graph=True)
             for t, g in zip(total, grads, strict=True):
@@ -69,7 +69,7 @@ def test_empirical_matches_per_sample_loop(setup, method):
     actions = th.randint(0, 5, (len(obs),), generator=th.Generator().manual_seed(4))
     targets = th.randn(len(obs), generator=th.Generator().manual_seed(5)) * 3  # some beyond Huber's kink
     got = fisher.empirical_fisher(net, obs, actions, targets, chunk_size=6, method=method)
-    want = _loop_sq_grads(net, lambda i: F.smooth_l1_loss(net(obs[i:i + 1])[0, actions[i]], targets[i]), len(obs))
+    want = _loop_sq_grads(net, lambda i: F.smooth_l1_loss(net(obs[i : i + 1])[0, actions[i]], targets[i]), len(obs))
     _assert_close(got, want)
 
 
@@ -78,7 +78,7 @@ def test_mas_matches_per_sample_loop(setup, method):
     """MAS: the mean over states of the absolute gradient of ||Q(s)||^2, not of its square nor of a batch mean."""
     net, obs = setup
     got = fisher.mas_importance(net, obs, chunk_size=5, method=method)
-    want = _loop_sq_grads(net, lambda i: net(obs[i:i + 1]).pow(2).sum(), len(obs), magnitude=th.abs)
+    want = _loop_sq_grads(net, lambda i: net(obs[i : i + 1]).pow(2).sum(), len(obs), magnitude=th.abs)
     _assert_close(got, want)
 
 
@@ -136,22 +136,23 @@ def test_per_game_layers_match_per_sample_loop(estimator):
     if estimator == "sampled":
         actions = fisher.sample_actions(net, obs, TAU, th.Generator().manual_seed(4))
         got = fisher.sampled_fisher(net, obs, actions, TAU, chunk_size=4)
-        want = _loop_sq_grads(net, lambda i: F.log_softmax(net(obs[i:i + 1]) / TAU, -1)[0, actions[i]], len(obs))
+        want = _loop_sq_grads(net, lambda i: F.log_softmax(net(obs[i : i + 1]) / TAU, -1)[0, actions[i]], len(obs))
     elif estimator == "empirical":
         actions = th.randint(0, 4, (len(obs),), generator=th.Generator().manual_seed(5))
         targets = th.randn(len(obs), generator=th.Generator().manual_seed(6))
         got = fisher.empirical_fisher(net, obs, actions, targets, chunk_size=4)
-        want = _loop_sq_grads(net, lambda i: F.smooth_l1_loss(net(obs[i:i + 1])[0, actions[i]], targets[i]), len(obs))
+        want = _loop_sq_grads(net, lambda i: F.smooth_l1_loss(net(obs[i : i + 1])[0, actions[i]], targets[i]), len(obs))
     elif estimator == "mas":
         got = fisher.mas_importance(net, obs, chunk_size=4)
-        want = _loop_sq_grads(net, lambda i: net(obs[i:i + 1]).pow(2).sum(), len(obs), magnitude=th.abs)
+        want = _loop_sq_grads(net, lambda i: net(obs[i : i + 1]).pow(2).sum(), len(obs), magnitude=th.abs)
     else:
         got = fisher.exact_fisher(net, obs, TAU, chunk_size=4)
         want = fisher.exact_fisher(net, obs, TAU, chunk_size=4, method="vmap")
     inactive = {n for n in want if n.endswith(".0") and "game_" in n}
     assert all(float(got[n].abs().max()) == 0.0 for n in inactive)  # game 0's b and g get nothing
-    _assert_close({n: v for n, v in got.items() if n not in inactive},
-                  {n: v for n, v in want.items() if n not in inactive})
+    _assert_close(
+        {n: v for n, v in got.items() if n not in inactive}, {n: v for n, v in want.items() if n not in inactive}
+    )
 
 
 def test_the_shipped_networks_take_the_fast_path():
@@ -172,7 +173,7 @@ def test_other_layers_fall_back_to_vmap_and_stay_exact():
     obs = th.randn(7, 2, 6, 6, generator=th.Generator().manual_seed(1))
     actions = fisher.sample_actions(net, obs, TAU, th.Generator().manual_seed(2))
     got = fisher.sampled_fisher(net, obs, actions, TAU, chunk_size=3)
-    want = _loop_sq_grads(net, lambda i: F.log_softmax(net(obs[i:i + 1]) / TAU, -1)[0, actions[i]], len(obs))
+    want = _loop_sq_grads(net, lambda i: F.log_softmax(net(obs[i : i + 1]) / TAU, -1)[0, actions[i]], len(obs))
     _assert_close(got, want)
 
 
@@ -184,8 +185,9 @@ def test_layer_norm_and_crelu_networks_take_the_fast_path_and_match_per_sample_l
     from ewc_rl.networks import MinAtarCNN, set_game
 
     th.manual_seed(0)
-    body = MinAtarCNN(gym.spaces.Box(0, 1, (3, 6, 6), np.uint8), features_dim=8, n_games=n_games, activation="crelu",
-                      layer_norm=True)
+    body = MinAtarCNN(
+        gym.spaces.Box(0, 1, (3, 6, 6), np.uint8), features_dim=8, n_games=n_games, activation="crelu", layer_norm=True
+    )
     with th.no_grad():  # gains and biases away from 1 and 0, so that their gradients are not special
         for p in body.parameters():
             if p.dim() == 1:
@@ -196,10 +198,12 @@ def test_layer_norm_and_crelu_networks_take_the_fast_path_and_match_per_sample_l
     obs = th.randint(0, 2, (9, 3, 6, 6), generator=th.Generator().manual_seed(3)).to(th.uint8)
     actions = fisher.sample_actions(net, obs, TAU, th.Generator().manual_seed(4))
     got = fisher.sampled_fisher(net, obs, actions, TAU, chunk_size=4, method="hooks")
-    want = _loop_sq_grads(net, lambda i: F.log_softmax(net(obs[i:i + 1]) / TAU, -1)[0, actions[i]], len(obs))
+    want = _loop_sq_grads(net, lambda i: F.log_softmax(net(obs[i : i + 1]) / TAU, -1)[0, actions[i]], len(obs))
     inactive = {n for n in want if n.endswith(".0") and "game_" in n}
-    _assert_close({n: v for n, v in got.items() if n not in inactive},
-                  {n: v for n, v in want.items() if n not in inactive})
+    _assert_close(
+        {n: v for n, v in got.items() if n not in inactive}, {n: v for n, v in want.items() if n not in inactive}
+    )
+
 
 def test_si_through_the_anchor_hooks_matches_the_closed_form_on_a_quadratic():
     """Gradient descent on L = h/2 (theta - c)^2 per coordinate, with an EWC anchor already active, driven through

@@ -39,8 +39,9 @@ def test_zero_value_and_gradient_while_the_network_equals_the_stored_one(tmp_pat
 @pytest.mark.parametrize(("target", "normalize"), [("policy", False), ("q", False), ("q", True)])
 def test_value_matches_an_explicit_per_state_computation(tmp_path, target, normalize):
     tau = 0.5
-    method = FunctionalAnchor(FunctionalSettings(lam=3.0, target=target, tau=tau, normalize=normalize, states=30,
-                                                 batch_size=16))
+    method = FunctionalAnchor(
+        FunctionalSettings(lam=3.0, target=target, tau=tau, normalize=normalize, states=30, batch_size=16)
+    )
     agent = sequence_agent([method], tmp_path)
     train_game(agent, "A")
     train_game(agent, "B")
@@ -56,7 +57,7 @@ def test_value_matches_an_explicit_per_state_computation(tmp_path, target, norma
             stored = method.store.games[game]
             for i in index.tolist():
                 agent.select_game(game)
-                q = agent.q_net(stored["observations"][i:i + 1])[0].double()
+                q = agent.q_net(stored["observations"][i : i + 1])[0].double()
                 old = stored["q_values"][i].double()
                 if target == "policy":
                     log_old, log_p = th.log_softmax(old / tau, 0), th.log_softmax(q / tau, 0)

@@ -30,14 +30,26 @@ from ewc_rl.methods import Method, SegmentEnd
 from tests.conftest import TinyImageEnv
 
 GAMES = "MinAtar/Breakout,MinAtar/SpaceInvaders"
-TINY = ["--steps-per-game", "300", "--eval-every", "300", "--eval-episodes", "1", "--no-progress",
-        "--set", "dqn.learning_starts=100", "--set", "dqn.target_update_interval=50",
-        "--set", "eval.max_episode_steps=50"]
+TINY = [
+    "--steps-per-game",
+    "300",
+    "--eval-every",
+    "300",
+    "--eval-episodes",
+    "1",
+    "--no-progress",
+    "--set",
+    "dqn.learning_starts=100",
+    "--set",
+    "dqn.target_update_interval=50",
+    "--set",
+    "eval.max_episode_steps=50",
+]
 
 
 def _agent_file(tmp_path: Path, name: str, settings: dict[str, Any]) -> Path:
     """An agent file that runs ``name`` (with ``settings``) on the MinAtar DQN's other settings."""
-    lines = ['[agent]', 'network = "minatar"', f'methods = ["{name}"]', f"[{name}]"]
+    lines = ["[agent]", 'network = "minatar"', f'methods = ["{name}"]', f"[{name}]"]
     lines += [f"{k} = {json.dumps(v)}" for k, v in settings.items()]
     tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / f"with-{name}.toml"
@@ -57,8 +69,19 @@ def check_gradient(name: str, tmp_path: Path) -> None:
     th.manual_seed(0)
     method = _method(name)
     env = DummyVecEnv([lambda: TinyImageEnv(length=15)])
-    agent = ContinualDQN("MlpPolicy", env, methods=[method], learning_starts=20, buffer_size=500, batch_size=8,
-                         train_freq=1, learning_rate=1e-2, seed=0, device="cpu", policy_kwargs={"net_arch": [16]})
+    agent = ContinualDQN(
+        "MlpPolicy",
+        env,
+        methods=[method],
+        learning_starts=20,
+        buffer_size=500,
+        batch_size=8,
+        train_freq=1,
+        learning_rate=1e-2,
+        seed=0,
+        device="cpu",
+        policy_kwargs={"net_arch": [16]},
+    )
     agent.set_logger(configure(str(tmp_path / "log"), []))
     agent.begin_segment(env, "A", 60)
     agent.learn(60, reset_num_timesteps=False, log_interval=None)
@@ -113,8 +136,10 @@ def check_exact_resume(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     runs = [json.loads((tmp_path / d / "summary.json").read_text()) for d in ("straight", "resumed")]
     assert runs[0]["score_matrix"] == runs[1]["score_matrix"]
     assert [e["returns"] for e in runs[0]["eval_history"]] == [e["returns"] for e in runs[1]["eval_history"]]
-    states = [th.load(next((tmp_path / d / "checkpoints").glob("ckpt-*")) / "state.pt", weights_only=True)
-              for d in ("straight", "resumed")]
+    states = [
+        th.load(next((tmp_path / d / "checkpoints").glob("ckpt-*")) / "state.pt", weights_only=True)
+        for d in ("straight", "resumed")
+    ]
     for key, value in states[0]["policy"].items():
         assert th.equal(value, states[1]["policy"][key]), key
     assert set(states[0]["methods"]) == {name}
@@ -131,8 +156,9 @@ def check_plan_and_bad_settings(name: str, tmp_path: Path, capsys: pytest.Captur
         kind = f.type if isinstance(f.type, str) else f.type.__name__
         bad = {"bool": "'yes'", "int": "'many'", "float": "'much'", "str": "7"}[kind]
         logdir = tmp_path / f"bad-{key}"
-        code = main(["train", "--agent", agent_file, "--games", GAMES, "--set", f"{name}.{key}={bad}",
-                     "--logdir", str(logdir)])
+        code = main(
+            ["train", "--agent", agent_file, "--games", GAMES, "--set", f"{name}.{key}={bad}", "--logdir", str(logdir)]
+        )
         err = capsys.readouterr().err
         assert code == 2 and f"'{name}.{key}'" in err and len(err.strip().splitlines()) == 1, err
         assert not logdir.exists()
@@ -222,11 +248,30 @@ def test_a_new_method_is_one_module_plus_registration(toy_method, tmp_path, monk
     check_exact_resume(name, tmp_path / "resume", monkeypatch, {"weight": 0.1})
     # With penalty too, in a declared order, through compare's worker processes.
     agent_file = tmp_path / "ewc-and-qnorm.toml"
-    agent_file.write_text('[agent]\nnetwork = "minatar"\nmethods = ["penalty", "qnorm"]\n'
-                          '[penalty]\nkind = "ewc"\nlambda = 10.0\nfisher_states = 32\n[qnorm]\nweight = 0.1\n')
+    agent_file.write_text(
+        '[agent]\nnetwork = "minatar"\nmethods = ["penalty", "qnorm"]\n'
+        '[penalty]\nkind = "ewc"\nlambda = 10.0\nfisher_states = 32\n[qnorm]\nweight = 0.1\n'
+    )
     logdir = tmp_path / "cmp"
-    assert main(["compare", "--agents", str(agent_file), "--seeds", "0", "--games", GAMES, *TINY,
-                 "--workers", "1", "--logdir", str(logdir)]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                "--agents",
+                str(agent_file),
+                "--seeds",
+                "0",
+                "--games",
+                GAMES,
+                *TINY,
+                "--workers",
+                "1",
+                "--logdir",
+                str(logdir),
+            ]
+        )
+        == 0
+    )
     summary = json.loads((logdir / "ewc-and-qnorm" / "seed-0" / "summary.json").read_text())
     assert summary["complete"] and summary["settings"]["qnorm"] == {"weight": 0.1}
     assert summary["settings"]["agent"]["methods"] == ["penalty", "qnorm"]
@@ -234,5 +279,9 @@ def test_a_new_method_is_one_module_plus_registration(toy_method, tmp_path, monk
 
 @pytest.mark.parametrize("importance", ["si", "mas"])
 def test_the_anchor_with_si_or_mas_importances_resumes_exactly(importance, tmp_path, monkeypatch):
-    check_exact_resume("penalty", tmp_path, monkeypatch, {"kind": "ewc", "lambda": 10.0, "fisher": importance,
-                                                          "fisher_states": 16, "fisher_batch_size": 8})
+    check_exact_resume(
+        "penalty",
+        tmp_path,
+        monkeypatch,
+        {"kind": "ewc", "lambda": 10.0, "fisher": importance, "fisher_states": 16, "fisher_batch_size": 8},
+    )

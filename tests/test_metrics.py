@@ -31,8 +31,8 @@ def test_forgetting_uses_the_last_training_segment():
 def test_isolated_forgetting_matrix():
     F = metrics.isolated_forgetting(R, GAMES, COLS)
     assert F[0] == [None, None, None]
-    assert F[1] == [3.0, None, None]   # segment 1 (B) cost A 5 -> 2; B itself is not forgetting
-    assert F[2] == [None, 5.0, None]   # segment 2 (A) cost B 8 -> 3; B was not evaluated before segment 1
+    assert F[1] == [3.0, None, None]  # segment 1 (B) cost A 5 -> 2; B itself is not forgetting
+    assert F[2] == [None, 5.0, None]  # segment 2 (A) cost B 8 -> 3; B was not evaluated before segment 1
 
 
 def test_clipped_normalized_sum_clips_each_game_at_one():
@@ -49,8 +49,8 @@ def test_human_normalisation_uses_the_table_and_never_invents():
 
 def test_forward_transfer_is_sound_for_scores_above_one():
     # Normalised scores are unbounded: (AUC - ref) / (1 - ref) scored 1.3 vs 1.2 as -0.5 and 0.5 vs 0.999 as -499.
-    assert metrics.forward_transfer(1.3, 1.2) == pytest.approx(0.1)     # better than the reference: positive
-    assert metrics.forward_transfer(1.1, 1.2) == pytest.approx(-0.1)    # worse: negative
+    assert metrics.forward_transfer(1.3, 1.2) == pytest.approx(0.1)  # better than the reference: positive
+    assert metrics.forward_transfer(1.1, 1.2) == pytest.approx(-0.1)  # worse: negative
     assert metrics.forward_transfer(0.5, 0.999) == pytest.approx(-0.499)
     assert metrics.forward_transfer(0.5, 1.0) == pytest.approx(-0.5)
     assert metrics.forward_transfer(0.6, 0.2) == pytest.approx(0.4)
@@ -60,14 +60,16 @@ def test_forward_transfer_is_sound_for_scores_above_one():
 def test_means_over_games_never_mix_normalised_and_raw_scores():
     # Pong and Breakout have reference scores, Tetris has none (raw return 120 at the end).
     pong, breakout = (-20.7 + 35.3 * 0.3, 1.7 + 28.8 * 0.2)  # normalised 0.3 and 0.2
-    summary = {"games": ["Pong", "Breakout", "Tetris"], "columns": ["Pong", "Breakout", "Tetris"],
-               "eval_history": [],
-               "score_matrix": [[-20.7 + 35.3 * 0.5, None, None], [pong, 1.7 + 28.8 * 0.6, None],
-                                [pong, breakout, 120.0]]}
+    summary = {
+        "games": ["Pong", "Breakout", "Tetris"],
+        "columns": ["Pong", "Breakout", "Tetris"],
+        "eval_history": [],
+        "score_matrix": [[-20.7 + 35.3 * 0.5, None, None], [pong, 1.7 + 28.8 * 0.6, None], [pong, breakout, 120.0]],
+    }
     m = metrics.summarize(summary)
     assert m["excluded_from_means"] == ["Tetris"]
-    assert m["average_performance"] == pytest.approx((0.3 + 0.2) / 2)   # not (0.3 + 0.2 + 120) / 3
-    assert m["mean_forgetting"] == pytest.approx((0.2 + 0.4) / 2)       # Tetris' 0 forgetting is left out too
+    assert m["average_performance"] == pytest.approx((0.3 + 0.2) / 2)  # not (0.3 + 0.2 + 120) / 3
+    assert m["mean_forgetting"] == pytest.approx((0.2 + 0.4) / 2)  # Tetris' 0 forgetting is left out too
     # All games raw: one unit, so the plain mean is right.
     raw = {**summary, "columns": ["T1", "T2"], "games": ["T1", "T2"], "score_matrix": [[4.0, None], [1.0, 6.0]]}
     m = metrics.summarize(raw)
@@ -77,7 +79,8 @@ def test_means_over_games_never_mix_normalised_and_raw_scores():
 
 def test_summarize_mixes_normalised_and_raw_columns():
     summary = {
-        "games": ["Pong", "Tetris"], "columns": ["Pong", "Tetris"],
+        "games": ["Pong", "Tetris"],
+        "columns": ["Pong", "Tetris"],
         "score_matrix": [[-3.05, None], [-20.7, 40.0]],
         "eval_history": [
             {"game": "Pong", "segment": 0, "mean": -20.7, "step": 100},
@@ -87,10 +90,10 @@ def test_summarize_mixes_normalised_and_raw_columns():
     ref = {"eval_history": [{"game": "Pong", "segment": 0, "mean": -20.7, "step": 200}]}
     m = metrics.summarize(summary, references={"Pong": ref})
     assert m["units"] == {"Pong": "normalized", "Tetris": "raw"}
-    assert m["forgetting"]["Pong"] == pytest.approx(0.5)          # 0.5 -> 0.0 normalised
+    assert m["forgetting"]["Pong"] == pytest.approx(0.5)  # 0.5 -> 0.0 normalised
     assert m["forgetting"]["Tetris"] == 0.0
-    assert m["clipped_normalized_sum"] == pytest.approx(0.0)      # Tetris has no reference: left out
+    assert m["clipped_normalized_sum"] == pytest.approx(0.0)  # Tetris has no reference: left out
     assert m["final_game_score"] == 40.0
-    assert m["forward_transfer"]["Pong"] == pytest.approx(0.25)    # AUC 0.25 vs reference 0
+    assert m["forward_transfer"]["Pong"] == pytest.approx(0.25)  # AUC 0.25 vs reference 0
     assert m["excluded_from_means"] == ["Tetris"] and m["average_performance"] == pytest.approx(0.0)
     assert m["forward_transfer"]["Tetris"] is None

@@ -38,7 +38,10 @@ def test_wide_network_is_the_papers():
     net = AtariCNN(ATARI, features_dim=1024, filters=(32, 64, 128))
     convs = [m for m in net.modules() if isinstance(m, th.nn.Conv2d)]
     assert [(c.out_channels, c.kernel_size, c.stride) for c in convs] == [
-        (32, (8, 8), (4, 4)), (64, (4, 4), (2, 2)), (128, (3, 3), (1, 1))]
+        (32, (8, 8), (4, 4)),
+        (64, (4, 4), (2, 2)),
+        (128, (3, 3), (1, 1)),
+    ]
     assert net(th.zeros(2, 4, 84, 84)).shape == (2, 1024)
 
 
@@ -62,7 +65,8 @@ def test_per_game_layers_start_neutral_and_switch_with_the_game():
     set_game(net, 0)
     th.testing.assert_close(net(x), outs[0])
     assert sum(p.numel() for p in net.parameters()) == sum(p.numel() for p in plain.parameters()) - 16 - 128 + 3 * 2 * (
-        16 + 128)
+        16 + 128
+    )
 
 
 def test_only_the_active_games_layers_get_gradients_and_move():
@@ -90,12 +94,24 @@ def test_only_the_active_games_layers_get_gradients_and_move():
 def test_penalty_and_fisher_cover_shared_parameters_only():
     names = [n for n, _ in MinAtarCNN(MINATAR, n_games=2).named_parameters()]
     assert {n for n in names if is_per_game(n)} == {
-        f"net.{i}.game_{k}.{g}" for i in (0, 3) for k in ("bias", "gain") for g in (0, 1)}
+        f"net.{i}.game_{k}.{g}" for i in (0, 3) for k in ("bias", "gain") for g in (0, 1)
+    }
 
     pol, kwargs = policy("nature", n_games=2)
     env = DummyVecEnv([lambda: _AtariShaped()])
-    agent = silent(ContinualDQN(pol, env, policy_kwargs=kwargs, games=["A", "B"], penalty=Penalty("ewc", 1.0),
-                          learning_starts=10, buffer_size=100, device="cpu", seed=0))
+    agent = silent(
+        ContinualDQN(
+            pol,
+            env,
+            policy_kwargs=kwargs,
+            games=["A", "B"],
+            penalty=Penalty("ewc", 1.0),
+            learning_starts=10,
+            buffer_size=100,
+            device="cpu",
+            seed=0,
+        )
+    )
     head = agent.q_net.q_net[-1]
     assert isinstance(head, GameLayer) and len(head.game_gain) == 2  # the Q head has per-game b and g too
     agent.begin_segment(agent.env, "A", 20)
@@ -140,8 +156,18 @@ def test_crelu_and_layer_norm_options(activation, layer_norm):
 def test_a_q_head_per_game_is_excluded_from_the_penalty_and_used_for_its_game():
     pol, kwargs = policy("minatar", heads=2)
     env = DummyVecEnv([lambda: _MinAtarShaped()])
-    agent = ContinualDQN(pol, env, policy_kwargs=kwargs, games=["A", "B"], penalty=Penalty("ewc", 1.0),
-                         learning_starts=5, buffer_size=100, train_freq=1, device="cpu", seed=0)
+    agent = ContinualDQN(
+        pol,
+        env,
+        policy_kwargs=kwargs,
+        games=["A", "B"],
+        penalty=Penalty("ewc", 1.0),
+        learning_starts=5,
+        buffer_size=100,
+        train_freq=1,
+        device="cpu",
+        seed=0,
+    )
     heads = agent.q_net.q_net[-1]
     assert isinstance(heads, GameHeads) and set(heads.game_heads) == {"0", "1"}
     b_before = {n: p.detach().clone() for n, p in heads.game_heads["1"].named_parameters()}
@@ -152,8 +178,9 @@ def test_a_q_head_per_game_is_excluded_from_the_penalty_and_used_for_its_game():
     assert not any("game_heads" in n for n in agent.shared_parameters())
     obs = th.ones(2, 10, 10, 10)
     agent.select_game("B")
-    th.testing.assert_close(agent.q_net(obs), heads.game_heads["1"](agent.q_net.extract_features(
-        obs, agent.q_net.features_extractor)))
+    th.testing.assert_close(
+        agent.q_net(obs), heads.game_heads["1"](agent.q_net.extract_features(obs, agent.q_net.features_extractor))
+    )
     assert heads.game == 1 and agent.q_net_target.q_net[-1].game == 1
 
 

@@ -32,15 +32,20 @@ def test_falls_back_to_foreach_where_the_device_has_no_fused_kernel():
     assert fast_optimizer_kwargs(th.optim.Adam, "meta") == {"foreach": True}  # no fused kernel on 'meta'
 
 
-@pytest.mark.parametrize(("optimizer_class", "kwargs"), [
-    (th.optim.Adam, {"lr": 1e-3}),
-    (th.optim.RMSprop, {"lr": 2.5e-4, "alpha": 0.95, "eps": 0.01, "centered": True}),  # kirkpatrick2017's
-])
+@pytest.mark.parametrize(
+    ("optimizer_class", "kwargs"),
+    [
+        (th.optim.Adam, {"lr": 1e-3}),
+        (th.optim.RMSprop, {"lr": 2.5e-4, "alpha": 0.95, "eps": 0.01, "centered": True}),  # kirkpatrick2017's
+    ],
+)
 def test_fast_update_matches_the_single_tensor_reference(optimizer_class, kwargs):
     """Three DQN-shaped updates (Huber loss, gradient clipping) from the same weights and batches."""
     gen = th.Generator().manual_seed(1)
-    batches = [(th.rand(16, 2, 6, 6, generator=gen), th.randint(0, 5, (16, 1), generator=gen),
-                th.randn(16, 1, generator=gen)) for _ in range(3)]
+    batches = [
+        (th.rand(16, 2, 6, 6, generator=gen), th.randint(0, 5, (16, 1), generator=gen), th.randn(16, 1, generator=gen))
+        for _ in range(3)
+    ]
     nets = {}
     for name, flags in (("reference", {"foreach": False}), ("fast", fast_optimizer_kwargs(optimizer_class, "cpu"))):
         net = tiny_qnet()
@@ -74,8 +79,9 @@ def test_make_agent_sets_the_fast_flag_and_a_resume_keeps_it(overrides, flag):
     env.close()
 
 
-def _reference(params: list[th.Tensor], grads: list[list[th.Tensor | None]], lr: float, alpha: float, eps: float,
-               centered: bool) -> list[th.Tensor]:
+def _reference(
+    params: list[th.Tensor], grads: list[list[th.Tensor | None]], lr: float, alpha: float, eps: float, centered: bool
+) -> list[th.Tensor]:
     """theta -= lr g / sqrt(E[g^2] - E[g]^2 + eps), element by element, one parameter at a time."""
     params = [p.clone() for p in params]
     g2 = [th.zeros_like(p) for p in params]
@@ -143,5 +149,7 @@ def test_the_paper_agent_uses_deepminds_rmsprop():
     kwargs = optimizers.policy_kwargs(cfg.agent)
     assert kwargs == {"optimizer_class": RMSpropDQN, "optimizer_kwargs": {"alpha": 0.95, "eps": 0.01, "centered": True}}
     assert optimizers.policy_kwargs(load_config("dqn").agent) == {}
-    assert optimizers.policy_kwargs(load_config("dqn", ["agent.optimizer='rmsprop'"]).agent)["optimizer_class"] \
+    assert (
+        optimizers.policy_kwargs(load_config("dqn", ["agent.optimizer='rmsprop'"]).agent)["optimizer_class"]
         is th.optim.RMSprop
+    )

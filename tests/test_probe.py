@@ -26,8 +26,13 @@ def _agent() -> SimpleNamespace:
 
 def _data(n: int = 40) -> ReplayBufferSamples:
     g = th.Generator().manual_seed(1)
-    return ReplayBufferSamples(th.randn(n, 3, generator=g), th.randint(0, 4, (n, 1), generator=g),
-                               th.randn(n, 3, generator=g), th.zeros(n, 1), th.randn(n, 1, generator=g))
+    return ReplayBufferSamples(
+        th.randn(n, 3, generator=g),
+        th.randint(0, 4, (n, 1), generator=g),
+        th.randn(n, 3, generator=g),
+        th.zeros(n, 1),
+        th.randn(n, 1, generator=g),
+    )
 
 
 def test_measurements_match_hand_computations():
@@ -49,8 +54,9 @@ def test_measurements_match_hand_computations():
     loss = F.smooth_l1_loss(net(data.observations).gather(1, data.actions), agent.td_targets(data))
     grads = th.autograd.grad(loss, list(net.parameters()))
     assert math.isclose(got["grad_norm"], float(th.cat([g.flatten() for g in grads]).norm()), rel_tol=1e-5)
-    assert math.isclose(got["param_norm/head"], float(th.cat([net[2].weight.flatten(), net[2].bias]).detach().norm()),
-                        rel_tol=1e-6)
+    assert math.isclose(
+        got["param_norm/head"], float(th.cat([net[2].weight.flatten(), net[2].bias]).detach().norm()), rel_tol=1e-6
+    )
     assert "policy_churn" not in got and "update_norm/head" not in got
 
 
@@ -85,14 +91,44 @@ def test_a_run_logs_the_diagnostics_at_each_switch_and_evaluation(tmp_path):
     from ewc_rl.cli import main
 
     logdir = tmp_path / "run"
-    assert main(["train", "--agent", "minatar-dqn", "--games", "MinAtar/Breakout,MinAtar/Freeway",
-                 "--steps-per-game", "300", "--eval-every", "200", "--eval-episodes", "1", "--no-progress",
-                 "--set", "dqn.learning_starts=100", "--set", "eval.max_episode_steps=50",
-                 "--set", "eval.probe_states=32", "--threads", "1", "--logdir", str(logdir)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--agent",
+                "minatar-dqn",
+                "--games",
+                "MinAtar/Breakout,MinAtar/Freeway",
+                "--steps-per-game",
+                "300",
+                "--eval-every",
+                "200",
+                "--eval-episodes",
+                "1",
+                "--no-progress",
+                "--set",
+                "dqn.learning_starts=100",
+                "--set",
+                "eval.max_episode_steps=50",
+                "--set",
+                "eval.probe_states=32",
+                "--threads",
+                "1",
+                "--logdir",
+                str(logdir),
+            ]
+        )
+        == 0
+    )
     summary = json.loads((logdir / "summary.json").read_text())
     points = [(r["segment"], r["when"], r["step"]) for r in summary["plasticity"]]
-    assert points == [(0, "switch", 100), (0, "eval", 200), (0, "eval", 300),
-                      (1, "switch", 400), (1, "eval", 600)]  # one measurement per step: the eval at 400 is the switch
+    assert points == [
+        (0, "switch", 100),
+        (0, "eval", 200),
+        (0, "eval", 300),
+        (1, "switch", 400),
+        (1, "eval", 600),
+    ]  # one measurement per step: the eval at 400 is the switch
     assert "dormant/tau0.1/head" not in summary["plasticity"][0] and "srank" in summary["plasticity"][0]
     events = EventAccumulator(str(logdir), size_guidance={"scalars": 0})
     events.Reload()

@@ -17,9 +17,28 @@ from ewc_rl.cli import main
 
 pytest.importorskip("ray.tune")
 
-ARGS = ["--agents", "minatar-dqn", "--seeds", "0", "1", "--games", "MinAtar/Breakout,MinAtar/Asterix",
-        "--steps-per-game", "600", "--eval-every", "300", "--eval-episodes", "2", "--checkpoint-every", "200",
-        "--no-progress", "--set", "dqn.learning_starts=100", "--set", "eval.max_episode_steps=200"]
+ARGS = [
+    "--agents",
+    "minatar-dqn",
+    "--seeds",
+    "0",
+    "1",
+    "--games",
+    "MinAtar/Breakout,MinAtar/Asterix",
+    "--steps-per-game",
+    "600",
+    "--eval-every",
+    "300",
+    "--eval-episodes",
+    "2",
+    "--checkpoint-every",
+    "200",
+    "--no-progress",
+    "--set",
+    "dqn.learning_starts=100",
+    "--set",
+    "eval.max_episode_steps=200",
+]
 
 FAIL_ONCE = """
 import os, sys
@@ -61,8 +80,23 @@ def both_backends(tmp_path_factory):
         mp.setenv("EWC_TEST_FAIL_ONCE_MARKER", str(root / "failed-once"))
         mp.setenv("RAY_TMPDIR", ray_tmp)
         try:
-            assert main(["compare", *ARGS, "--logdir", str(ray_dir), "--backend", "ray", "--cpus-per-run", "1",
-                         "--retries", "1"]) == 0
+            assert (
+                main(
+                    [
+                        "compare",
+                        *ARGS,
+                        "--logdir",
+                        str(ray_dir),
+                        "--backend",
+                        "ray",
+                        "--cpus-per-run",
+                        "1",
+                        "--retries",
+                        "1",
+                    ]
+                )
+                == 0
+            )
         finally:
             shutil.rmtree(ray_tmp, ignore_errors=True)
     assert main(["compare", *ARGS, "--logdir", str(local_dir), "--workers", "2"]) == 0

@@ -50,8 +50,9 @@ def test_recycle_reinitialises_exactly_the_dormant_units():
     out = net(obs).detach()
     seed = 11
     th.manual_seed(seed)
-    fresh = dict(nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3))
-                 .named_parameters())
+    fresh = dict(
+        nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3)).named_parameters()
+    )
     changed, n = recycle(net, opt, obs, tau=0.0, seed=seed)
     assert n == 3
     rows = {"0.weight": [1, 3], "0.bias": [1, 3], "2.weight": [0], "2.bias": [0]}

@@ -73,7 +73,7 @@ def test_the_loss_is_the_per_sample_td_loss_with_each_games_own_layers(tmp_path)
         data = method.samples(game, index)
         for i in range(len(index)):
             agent.select_game(game)
-            one = type(data)(*(None if x is None else x[i:i + 1] for x in data))
+            one = type(data)(*(None if x is None else x[i : i + 1] for x in data))
             q = agent.q_net(one.observations)[0, one.actions[0, 0]]
             want += F.smooth_l1_loss(q, agent.td_targets(one)[0, 0]).item()
             n += 1
@@ -81,9 +81,16 @@ def test_the_loss_is_the_per_sample_td_loss_with_each_games_own_layers(tmp_path)
     assert n == 4
     assert abs(value.item() - want / agent.batch_size) < 1e-5
     with th.no_grad():  # with C's layers instead of each game's own, the value is another
-        plain = sum(float(F.smooth_l1_loss(agent.q_net(method.samples(g, i).observations).gather(
-            1, method.samples(g, i).actions), agent.td_targets(method.samples(g, i)), reduction="sum"))
-            for g, i in method._last)
+        plain = sum(
+            float(
+                F.smooth_l1_loss(
+                    agent.q_net(method.samples(g, i).observations).gather(1, method.samples(g, i).actions),
+                    agent.td_targets(method.samples(g, i)),
+                    reduction="sum",
+                )
+            )
+            for g, i in method._last
+        )
     assert abs(plain / agent.batch_size - value.item()) > 1e-4
 
 
@@ -100,8 +107,17 @@ def test_a_revisit_merges_into_a_memory_of_at_most_m(tmp_path):
 def test_rehearsal_refuses_a_shared_replay_in_one_line(tmp_path, capsys):
     agent = tmp_path / "a.toml"
     agent.write_text('[agent]\nmethods = ["rehearsal"]\nper_game_replay = false\n')
-    code = main(["train", "--agent", str(agent), "--games", "MinAtar/Breakout,MinAtar/Freeway",
-                 "--logdir", str(tmp_path / "run")])
+    code = main(
+        [
+            "train",
+            "--agent",
+            str(agent),
+            "--games",
+            "MinAtar/Breakout,MinAtar/Freeway",
+            "--logdir",
+            str(tmp_path / "run"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "agent.per_game_replay" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()

@@ -25,10 +25,30 @@ from ewc_rl.cli import main
 from ewc_rl.config import load_config
 
 STEPS = 1200
-ARGS = ["train", "--agent", "minatar-ewc", "--games", "MinAtar/Breakout,MinAtar/SpaceInvaders",
-        "--steps-per-game", str(STEPS), "--eval-every", "400", "--eval-episodes", "2", "--checkpoint-every", "500",
-        "--no-progress", "--threads", "1", "--set", "dqn.learning_starts=200", "--set", "penalty.fisher_states=100",
-        "--set", "eval.max_episode_steps=300"]
+ARGS = [
+    "train",
+    "--agent",
+    "minatar-ewc",
+    "--games",
+    "MinAtar/Breakout,MinAtar/SpaceInvaders",
+    "--steps-per-game",
+    str(STEPS),
+    "--eval-every",
+    "400",
+    "--eval-episodes",
+    "2",
+    "--checkpoint-every",
+    "500",
+    "--no-progress",
+    "--threads",
+    "1",
+    "--set",
+    "dqn.learning_starts=200",
+    "--set",
+    "penalty.fisher_states=100",
+    "--set",
+    "eval.max_episode_steps=300",
+]
 
 DRIVER = r"""
 import os, signal, sys
@@ -70,8 +90,13 @@ sys.exit(cli.main(sys.argv[1:]))
 
 def _run(logdir: Path, *extra: str, kill: tuple[str, int] | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "KILL_MODE": kill[0] if kill else "", "KILL_AT": str(kill[1] if kill else 0)}
-    return subprocess.run([sys.executable, "-c", DRIVER, *ARGS, "--logdir", str(logdir), *extra],
-                          capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", DRIVER, *ARGS, "--logdir", str(logdir), *extra],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
 
 
 def _latest_step(logdir: Path) -> int:
@@ -90,8 +115,11 @@ def _tag_steps(logdir: Path) -> dict[str, list[int]]:
 
 
 def _snapshot(logdir: Path) -> dict[str, str]:
-    return {str(p.relative_to(logdir)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(logdir.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(logdir)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(logdir.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_sigkill_at_several_moments_then_resume_completes_cleanly(tmp_path):
@@ -117,23 +145,33 @@ def test_sigkill_at_several_moments_then_resume_completes_cleanly(tmp_path):
         steps = [e["step"] for e in summary["eval_history"] if e["game"] == game]
         assert steps == sorted(set(steps)), (game, steps)  # no evaluation repeated by a resume
     assert [e["step"] for e in summary["eval_history"] if e["game"] == "MinAtar/Breakout"] == [
-        400, 800, 1200, 1600, 2000, 2400]
+        400,
+        800,
+        1200,
+        1600,
+        2000,
+        2400,
+    ]
 
     tags = _tag_steps(logdir)
-    for tag in ("train/td_loss", "train/penalty", "eval/MinAtar/Breakout/return",
-                "schedule/switch/text_summary"):
+    for tag in ("train/td_loss", "train/penalty", "eval/MinAtar/Breakout/return", "schedule/switch/text_summary"):
         assert tags[tag], tag
     for tag, steps in tags.items():
         assert all(b > a for a, b in zip(steps, steps[1:], strict=False)), (tag, steps)
     assert max(tags["eval/MinAtar/Breakout/return"]) == 2 * STEPS
     assert [p.name for p in (logdir / "checkpoints").iterdir() if p.name != "LATEST"] == [
-        checkpoints.latest_path(logdir).name]
+        checkpoints.latest_path(logdir).name
+    ]
 
 
 def test_sigterm_writes_a_checkpoint_and_says_how_to_resume(tmp_path):
     logdir = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "ewc_rl", *ARGS, "--logdir", str(logdir)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ewc_rl", *ARGS, "--logdir", str(logdir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 120
     while checkpoints.latest_path(logdir) is None and time.time() < deadline:
         time.sleep(0.2)
@@ -155,11 +193,17 @@ def interrupted(tmp_path_factory):
     return logdir
 
 
-@pytest.mark.parametrize(("extra", "message"), [
-    (["--set", "penalty.lambda=5"], "--resume with settings that differ from the saved run: penalty.lambda: "
-                                    f"saved {load_config('minatar-ewc').penalty.lam}, now 5.0"),
-    (["--seed", "3"], "run.seed: saved 0, now 3"),
-])
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            ["--set", "penalty.lambda=5"],
+            "--resume with settings that differ from the saved run: penalty.lambda: "
+            f"saved {load_config('minatar-ewc').penalty.lam}, now 5.0",
+        ),
+        (["--seed", "3"], "run.seed: saved 0, now 3"),
+    ],
+)
 def test_resume_with_other_settings_is_refused(interrupted, capsys, extra, message):
     before = _snapshot(interrupted)
     assert main([*ARGS, "--logdir", str(interrupted), "--resume", *extra]) == 2
@@ -264,11 +308,38 @@ def test_full_disk_stops_the_run_and_keeps_the_previous_checkpoint(tmp_path, mon
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_stopping_compare_checkpoints_every_worker_and_a_repeat_resumes(tmp_path, signum):
     logdir = tmp_path / "cmp"
-    argv = [sys.executable, "-m", "ewc_rl", "compare", "--agents", "minatar-dqn", "minatar-ewc", "--seeds", "0",
-            "--logdir", str(logdir), "--workers", "2", "--games", "MinAtar/Breakout,MinAtar/SpaceInvaders",
-            "--steps-per-game", str(STEPS), "--eval-every", "400", "--eval-episodes", "2", "--checkpoint-every", "500",
-            "--no-progress", "--set", "dqn.learning_starts=200", "--set", "penalty.fisher_states=100",
-            "--set", "eval.max_episode_steps=300"]
+    argv = [
+        sys.executable,
+        "-m",
+        "ewc_rl",
+        "compare",
+        "--agents",
+        "minatar-dqn",
+        "minatar-ewc",
+        "--seeds",
+        "0",
+        "--logdir",
+        str(logdir),
+        "--workers",
+        "2",
+        "--games",
+        "MinAtar/Breakout,MinAtar/SpaceInvaders",
+        "--steps-per-game",
+        str(STEPS),
+        "--eval-every",
+        "400",
+        "--eval-episodes",
+        "2",
+        "--checkpoint-every",
+        "500",
+        "--no-progress",
+        "--set",
+        "dqn.learning_starts=200",
+        "--set",
+        "penalty.fisher_states=100",
+        "--set",
+        "eval.max_episode_steps=300",
+    ]
     # Own session: only compare gets the SIGINT, so stopping the workers is compare's job.
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     runs = [logdir / "minatar-dqn" / "seed-0", logdir / "minatar-ewc" / "seed-0"]
@@ -279,8 +350,9 @@ def test_stopping_compare_checkpoints_every_worker_and_a_repeat_resumes(tmp_path
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signum, err
     assert "Run the same command again to resume them" in err
-    assert all(not json.loads((r / "summary.json").read_text()).get("complete")
-               for r in runs if (r / "summary.json").exists())
+    assert all(
+        not json.loads((r / "summary.json").read_text()).get("complete") for r in runs if (r / "summary.json").exists()
+    )
     assert all("checkpoint written" in (logdir / "logs" / f"{r.parent.name}-seed-0.log").read_text() for r in runs)
     again = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr

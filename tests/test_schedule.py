@@ -8,7 +8,11 @@ from ewc_rl.schedule import make_schedule, unique_games
 def test_cycles_revisit_games_in_order():
     s = make_schedule(["Pong", "Breakout"], 100, cycles=2)
     assert [(x.index, x.game, x.cycle, x.steps) for x in s] == [
-        (0, "Pong", 0, 100), (1, "Breakout", 0, 100), (2, "Pong", 1, 100), (3, "Breakout", 1, 100)]
+        (0, "Pong", 0, 100),
+        (1, "Breakout", 0, 100),
+        (2, "Pong", 1, 100),
+        (3, "Breakout", 1, 100),
+    ]
     assert unique_games(s) == ["Pong", "Breakout"]
 
 

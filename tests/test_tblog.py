@@ -48,10 +48,31 @@ def minatar_run(tmp_path_factory):
     from ewc_rl.cli import main
 
     logdir = tmp_path_factory.mktemp("tb") / "run"
-    assert main(["train", "--agent", "minatar-dqn", "--games", "MinAtar/Breakout,MinAtar/Freeway",
-                 "--steps-per-game", "400", "--eval-every", "200", "--eval-episodes", "2", "--no-progress",
-                 "--set", "dqn.learning_starts=100", "--set", "eval.max_episode_steps=100",
-                 "--logdir", str(logdir)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--agent",
+                "minatar-dqn",
+                "--games",
+                "MinAtar/Breakout,MinAtar/Freeway",
+                "--steps-per-game",
+                "400",
+                "--eval-every",
+                "200",
+                "--eval-episodes",
+                "2",
+                "--no-progress",
+                "--set",
+                "dqn.learning_starts=100",
+                "--set",
+                "eval.max_episode_steps=100",
+                "--logdir",
+                str(logdir),
+            ]
+        )
+        == 0
+    )
     return logdir
 
 

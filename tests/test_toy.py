@@ -28,7 +28,7 @@ def _loop_exact_fisher(net: th.nn.Module, x: th.Tensor) -> dict[str, th.Tensor]:
     params = dict(net.named_parameters())
     total = {n: th.zeros_like(p) for n, p in params.items()}
     for i in range(len(x)):
-        logp = F.log_softmax(net(x[i:i + 1]), -1)[0]
+        logp = F.log_softmax(net(x[i : i + 1]), -1)[0]
         for c in range(len(logp)):
             grads = th.autograd.grad(logp[c], list(params.values()), retain_graph=True)
             for n, g in zip(params, grads, strict=True):
@@ -83,14 +83,17 @@ def test_tiny_run_writes_the_artefacts_and_the_fisher_it_used(tmp_path, capsys):
         assert th.allclose(stored["fisher"][name], want[name], rtol=1e-4, atol=1e-9), name
 
 
-@pytest.mark.parametrize("bad", [
-    ["--tasks", "0"],
-    ["--methods", "sgd", "adam"],
-    ["--lambda", "-1"],
-    ["--lambda", "ewc=-0.5"],
-    ["--lambda", "elastic=1"],
-    ["--fisher", "empirical"],
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["--tasks", "0"],
+        ["--methods", "sgd", "adam"],
+        ["--lambda", "-1"],
+        ["--lambda", "ewc=-0.5"],
+        ["--lambda", "elastic=1"],
+        ["--fisher", "empirical"],
+    ],
+)
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, bad):
     logdir = tmp_path / "toy"
     assert _exit_code(["toy", *TINY, "--logdir", str(logdir), *bad]) == 2

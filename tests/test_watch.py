@@ -15,9 +15,31 @@ from ewc_rl.watch import evaluate_run, render
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     logdir = tmp_path_factory.mktemp("watch") / "run"
-    assert main(["train", "--agent", "minatar-dqn", "--games", "MinAtar/Breakout", "--steps-per-game", "200",
-                 "--eval-every", "200", "--eval-episodes", "1", "--no-progress", "--set", "dqn.learning_starts=100",
-                 "--set", "eval.max_episode_steps=60", "--logdir", str(logdir)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--agent",
+                "minatar-dqn",
+                "--games",
+                "MinAtar/Breakout",
+                "--steps-per-game",
+                "200",
+                "--eval-every",
+                "200",
+                "--eval-episodes",
+                "1",
+                "--no-progress",
+                "--set",
+                "dqn.learning_starts=100",
+                "--set",
+                "eval.max_episode_steps=60",
+                "--logdir",
+                str(logdir),
+            ]
+        )
+        == 0
+    )
     return logdir
 
 

@@ -62,16 +62,22 @@ class QuadraticAnchor(Method):
         s = self.settings
         self.penalty = penalty if penalty is not None else Penalty(s.kind, s.lam, s.decay, s.normalize)
         # SI's importance is accumulated during training, every other one computed at the segment's end
-        self.path = (fisher_lib.PathIntegral(s.si_damping)
-                     if self.penalty.needs_fisher and not fisher_lib.from_replay(s.fisher) else None)
+        self.path = (
+            fisher_lib.PathIntegral(s.si_damping)
+            if self.penalty.needs_fisher and not fisher_lib.from_replay(s.fisher)
+            else None
+        )
         self._params: dict[str, th.nn.Parameter] = {}
 
     @classmethod
     def describe(cls, settings: AnchorSettings, cfg: Config, schedule: list[Segment]) -> list[str]:
         if settings.kind == "none":
             return []
-        after = (f", each game anchored once trained {settings.consolidate_after_steps:,} steps"
-                 if settings.consolidate_after_steps else "")
+        after = (
+            f", each game anchored once trained {settings.consolidate_after_steps:,} steps"
+            if settings.consolidate_after_steps
+            else ""
+        )
         importance = f", importance {settings.fisher}" if settings.kind in ("ewc", "online-ewc") else ""
         return [f"penalty: {settings.kind}, lambda {settings.lam:g}{importance}{after}"]
 
@@ -79,9 +85,11 @@ class QuadraticAnchor(Method):
     def warnings(cls, settings: AnchorSettings, cfg: Config, schedule: list[Segment]) -> list[str]:
         most = max(sum(s.steps for s in schedule if s.game == g) for g in {s.game for s in schedule})
         if settings.kind != "none" and most < settings.consolidate_after_steps:
-            return [f"no game is trained {settings.consolidate_after_steps:,} steps in this schedule (at most "
-                    f"{most:,}), so the penalty never applies; raise --steps-per-game or --cycles, or lower "
-                    "penalty.consolidate_after_steps"]
+            return [
+                f"no game is trained {settings.consolidate_after_steps:,} steps in this schedule (at most "
+                f"{most:,}), so the penalty never applies; raise --steps-per-game or --cycles, or lower "
+                "penalty.consolidate_after_steps"
+            ]
         return []
 
     def on_segment_start(self, agent: ContinualDQN, game: str) -> None:
@@ -108,8 +116,11 @@ class QuadraticAnchor(Method):
             return
         trained = agent.steps_on(end.game)
         if trained < s.consolidate_after_steps:
-            agent.logger.record("schedule/consolidation", f"step {agent.num_timesteps}: no anchor for {end.game} yet "
-                                f"({trained} of penalty.consolidate_after_steps = {s.consolidate_after_steps} steps)")
+            agent.logger.record(
+                "schedule/consolidation",
+                f"step {agent.num_timesteps}: no anchor for {end.game} yet "
+                f"({trained} of penalty.consolidate_after_steps = {s.consolidate_after_steps} steps)",
+            )
             agent.logger.dump(agent.num_timesteps)
             return
         fisher = None
@@ -117,8 +128,9 @@ class QuadraticAnchor(Method):
             fisher = self.path.importance(agent.shared_parameters())
         elif self.penalty.needs_fisher:
             end.status(f"Fisher ({s.fisher}, {s.fisher_states} states)")
-            fisher = agent.estimate_fisher(s.fisher, s.fisher_states, s.tau, s.fisher_batch_size,
-                                           seed=end.seed * 7919 + end.index)
+            fisher = agent.estimate_fisher(
+                s.fisher, s.fisher_states, s.tau, s.fisher_batch_size, seed=end.seed * 7919 + end.index
+            )
         self.consolidate(agent, end.game, fisher)
         if fisher is not None:
             tblog.log_fisher(agent.logger, fisher, agent.num_timesteps)

@@ -72,8 +72,10 @@ class FunctionalAnchor(Method):
     @classmethod
     def check(cls, settings: FunctionalSettings, cfg: Config) -> None:
         if not cfg.agent.per_game_replay:
-            raise ConfigError(f"{cfg.source}: 'functional' keeps states of each finished game's own replay and needs "
-                              "'agent.per_game_replay' = true (a shared memory mixes the games)")
+            raise ConfigError(
+                f"{cfg.source}: 'functional' keeps states of each finished game's own replay and needs "
+                "'agent.per_game_replay' = true (a shared memory mixes the games)"
+            )
 
     @classmethod
     def describe(cls, settings: FunctionalSettings, cfg: Config, schedule: list[Segment]) -> list[str]:
@@ -82,9 +84,11 @@ class FunctionalAnchor(Method):
         per_game = settings.states * (int(np.prod(observation_shape(schedule[0].game, cfg.env))) + 4 * N_ACTIONS)
         kept = max(len(unique_games(schedule)) - 1, 0)
         what = f"KL(pi_old || pi), tau {settings.tau:g}" if settings.target == "policy" else "squared Q difference"
-        return [f"functional anchor: lambda {settings.lam:g} x {what}, mean over {settings.batch_size} states per "
-                f"update from {settings.states:,} kept per earlier game with their Q-values ({per_game / 1e6:.1f} MB "
-                f"per game, at most {kept} kept: peak {kept * per_game / 1e6:.1f} MB, in every checkpoint)"]
+        return [
+            f"functional anchor: lambda {settings.lam:g} x {what}, mean over {settings.batch_size} states per "
+            f"update from {settings.states:,} kept per earlier game with their Q-values ({per_game / 1e6:.1f} MB "
+            f"per game, at most {kept} kept: peak {kept * per_game / 1e6:.1f} MB, in every checkpoint)"
+        ]
 
     # -- hooks ---------------------------------------------------------------------------------------
 
@@ -106,8 +110,9 @@ class FunctionalAnchor(Method):
             q = agent.q_net(rows["observations"])
         old = rows["q_values"]
         if s.target == "policy":
-            return F.kl_div(F.log_softmax(q / s.tau, 1), F.log_softmax(old / s.tau, 1), reduction="sum",
-                            log_target=True)
+            return F.kl_div(
+                F.log_softmax(q / s.tau, 1), F.log_softmax(old / s.tau, 1), reduction="sum", log_target=True
+            )
         per_state = (q - old).pow(2).mean(1)
         if s.normalize:
             per_state = per_state / self.store.games[game]["q_values"].var().clamp_min(1e-8)
@@ -123,15 +128,16 @@ class FunctionalAnchor(Method):
         if end.last or self.settings.lam == 0 or agent.replay_buffer is None:
             return
         end.status(f"functional anchor ({self.settings.states} states)")
-        data = sample_transitions(agent.replay_buffer, self.settings.states,
-                                  np.random.default_rng(end.seed * 7919 + end.index + 29))
+        data = sample_transitions(
+            agent.replay_buffer, self.settings.states, np.random.default_rng(end.seed * 7919 + end.index + 29)
+        )
         self.remember(agent, end.game, data.observations)
 
     def remember(self, agent: ContinualDQN, game: str, observations: th.Tensor, chunk_size: int = 256) -> None:
         """Keep ``observations`` and the current network's Q-values on them (``game``'s layers) for ``game``."""
         agent.policy.set_training_mode(False)
         with th.no_grad(), playing(agent, game):
-            q = th.cat([agent.q_net(observations[i:i + chunk_size]) for i in range(0, len(observations), chunk_size)])
+            q = th.cat([agent.q_net(observations[i : i + chunk_size]) for i in range(0, len(observations), chunk_size)])
         self.store.put(game, {"observations": observations.detach().clone(), "q_values": q})
 
     def state_dict(self) -> dict[str, Any]:

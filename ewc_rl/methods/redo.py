@@ -58,8 +58,13 @@ def _input_mask(u: UnitLayer, dormant: th.Tensor) -> th.Tensor:
     return channels.repeat_interleave(nxt.in_features // len(channels))
 
 
-def recycle(q_net: nn.Module, optimizer: th.optim.Optimizer, obs: th.Tensor, tau: float, seed: int,
-            ) -> tuple[dict[str, th.Tensor], int]:
+def recycle(
+    q_net: nn.Module,
+    optimizer: th.optim.Optimizer,
+    obs: th.Tensor,
+    tau: float,
+    seed: int,
+) -> tuple[dict[str, th.Tensor], int]:
     """Re-initialise the tau-dormant units of ``q_net`` on ``obs``; return the changed entries by parameter name
     and the number of units recycled."""
     layers = plasticity.unit_layers(q_net)
@@ -102,8 +107,10 @@ class ReDo(Method):
 
     @classmethod
     def describe(cls, settings: ReDoSettings, cfg: Config, schedule: list[Segment]) -> list[str]:
-        lines = [f"redo: every {settings.every:,} updates, units with score <= {settings.tau:g} on "
-                 f"{settings.states} replay states are re-initialised"]
+        lines = [
+            f"redo: every {settings.every:,} updates, units with score <= {settings.tau:g} on "
+            f"{settings.states} replay states are re-initialised"
+        ]
         return lines + ([_anchor_line(cls.name, settings.anchor)] if _has_anchor(cfg) else [])
 
     def after_step(self, agent: ContinualDQN) -> None:

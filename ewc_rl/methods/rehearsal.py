@@ -79,8 +79,10 @@ class Rehearsal(Method):
     @classmethod
     def check(cls, settings: RehearsalSettings, cfg: Config) -> None:
         if not cfg.agent.per_game_replay:
-            raise ConfigError(f"{cfg.source}: 'rehearsal' keeps a sample of each finished game's own replay and "
-                              "needs 'agent.per_game_replay' = true (one shared memory already replays earlier games)")
+            raise ConfigError(
+                f"{cfg.source}: 'rehearsal' keeps a sample of each finished game's own replay and "
+                "needs 'agent.per_game_replay' = true (one shared memory already replays earlier games)"
+            )
 
     @staticmethod
     def bytes_per_transition(cfg: Config, game: str) -> int:
@@ -96,15 +98,19 @@ class Rehearsal(Method):
         per_game = settings.memory * cls.bytes_per_transition(cfg, schedule[0].game)
         kept = max(len(unique_games(schedule)) - 1, 0)
         share = min(round(settings.fraction * cfg.dqn.batch_size), cfg.dqn.batch_size - 1)
-        return [f"rehearsal: {share} of every {cfg.dqn.batch_size} batch samples from earlier games' memories of "
-                f"at most {settings.memory:,} transitions each ({per_game / 1e6:.1f} MB per game, at most {kept} "
-                f"kept: peak {kept * per_game / 1e6:.1f} MB, in every checkpoint)"]
+        return [
+            f"rehearsal: {share} of every {cfg.dqn.batch_size} batch samples from earlier games' memories of "
+            f"at most {settings.memory:,} transitions each ({per_game / 1e6:.1f} MB per game, at most {kept} "
+            f"kept: peak {kept * per_game / 1e6:.1f} MB, in every checkpoint)"
+        ]
 
     @classmethod
     def warnings(cls, settings: RehearsalSettings, cfg: Config, schedule: list[Segment]) -> list[str]:
         if round(settings.fraction * cfg.dqn.batch_size) == 0:
-            return [f"rehearsal.fraction = {settings.fraction:g} of a {cfg.dqn.batch_size}-sample batch rounds to "
-                    "no remembered sample: rehearsal does nothing"]
+            return [
+                f"rehearsal.fraction = {settings.fraction:g} of a {cfg.dqn.batch_size}-sample batch rounds to "
+                "no remembered sample: rehearsal does nothing"
+            ]
         return []
 
     # -- hooks ---------------------------------------------------------------------------------------
@@ -161,19 +167,28 @@ class Rehearsal(Method):
         parts = []
         if new:
             picked = buffer._get_samples(np.sort(rng.choice(valid, size=new, replace=False)))
-            parts.append({k: getattr(picked, k).detach().to(agent.device) for k in FIELDS
-                          if getattr(picked, k, None) is not None})
+            parts.append(
+                {
+                    k: getattr(picked, k).detach().to(agent.device)
+                    for k in FIELDS
+                    if getattr(picked, k, None) is not None
+                }
+            )
         if keep - new and old:
-            index = th.as_tensor(np.sort(rng.choice(old, size=min(keep - new, old), replace=False)),
-                                 device=agent.device)
+            index = th.as_tensor(
+                np.sort(rng.choice(old, size=min(keep - new, old), replace=False)), device=agent.device
+            )
             parts.insert(0, _expand(self.store.rows(game, index)))
         if parts:
             self.store.put(game, _compact({k: th.cat([p[k] for p in parts]) for k in parts[0]}))
         self.seen[game] = seen + len(valid)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"store": self.store.state_dict(), "seen_games": list(self.seen),
-                "seen": [int(n) for n in self.seen.values()]}
+        return {
+            "store": self.store.state_dict(),
+            "seen_games": list(self.seen),
+            "seen": [int(n) for n in self.seen.values()],
+        }
 
     def load_state_dict(self, state: dict[str, Any], device: Any) -> None:
         self.store.load_state_dict(state["store"], device)

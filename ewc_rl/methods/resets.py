@@ -67,9 +67,11 @@ def _sync_target(agent: ContinualDQN) -> None:
 
 
 def _anchor_line(name: str, choice: str) -> str:
-    return {"keep": f"{name}: the penalty still pulls the reset weights back to the old anchors (anchor = keep)",
-            "release": f"{name}: the reset weights are released from every anchor (anchor = release)",
-            "drop": f"{name}: every anchor is forgotten at a reset (anchor = drop)"}[choice]
+    return {
+        "keep": f"{name}: the penalty still pulls the reset weights back to the old anchors (anchor = keep)",
+        "release": f"{name}: the reset weights are released from every anchor (anchor = release)",
+        "drop": f"{name}: every anchor is forgotten at a reset (anchor = drop)",
+    }[choice]
 
 
 def _has_anchor(cfg: Config) -> bool:
@@ -152,8 +154,10 @@ class ResetHead(Method):
     @classmethod
     def warnings(cls, settings: MovedAnchorSettings, cfg: Config, schedule: list[Segment]) -> list[str]:
         if cfg.agent.per_game_head:
-            return ["reset-head with agent.per_game_head changes nothing useful: every game already starts with a "
-                    "fresh head of its own, and the reset re-initialises only that one"]
+            return [
+                "reset-head with agent.per_game_head changes nothing useful: every game already starts with a "
+                "fresh head of its own, and the reset re-initialises only that one"
+            ]
         return []
 
     def on_segment_start(self, agent: ContinualDQN, game: str) -> None:
@@ -190,5 +194,6 @@ class ResetAll(Method):
         agent.q_net.load_state_dict(fresh.state_dict())
         plasticity.forget_optimizer_state(agent.policy.optimizer)
         _sync_target(agent)
-        settle_anchor(agent, self.settings.anchor,
-                      {n: th.ones_like(p, dtype=th.bool) for n, p in agent.q_net.named_parameters()})
+        settle_anchor(
+            agent, self.settings.anchor, {n: th.ones_like(p, dtype=th.bool) for n, p in agent.q_net.named_parameters()}
+        )

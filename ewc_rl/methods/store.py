@@ -66,8 +66,9 @@ class GameStore:
         return {"games": list(self.games), "rows": list(self.games.values())}
 
     def load_state_dict(self, state: dict[str, Any], device: Any) -> None:
-        self.games = {g: {k: v.to(device) for k, v in rows.items()}
-                      for g, rows in zip(state["games"], state["rows"], strict=True)}
+        self.games = {
+            g: {k: v.to(device) for k, v in rows.items()} for g, rows in zip(state["games"], state["rows"], strict=True)
+        }
 
 
 @contextmanager
