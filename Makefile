@@ -17,11 +17,15 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 test: $(STAMP)
+	$(BIN)/ruff format --check ewc_rl tests
 	$(BIN)/ruff check ewc_rl tests
+	$(BIN)/mypy
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
+	$(BIN)/ruff format --check ewc_rl tests
 	$(BIN)/ruff check ewc_rl tests
+	$(BIN)/mypy
 
 # The main job: MinAtar Breakout -> SpaceInvaders -> Freeway without and with EWC, seeds 0 and 1, two runs at
 # a time (one torch thread each). Finished runs are skipped and interrupted ones resumed when it is repeated.

@@ -108,7 +108,8 @@ class ContinualDQN(DQN):
         per-call mode switch and generic observation handling, which cost as much as a small network's forward."""
         self._set_training_mode(False)
         with th.no_grad():
-            obs = th.as_tensor(observation.reshape((-1, *self.observation_space.shape)), device=self.device)
+            shape = self.observation_space.shape or ()
+            obs = th.as_tensor(observation.reshape((-1, *shape)), device=self.device)
             return self.q_net(obs).argmax(dim=1).cpu().numpy()
 
     @property

@@ -8,6 +8,7 @@ stock stable-baselines3 ``DQN`` (``models/final.zip``). Settings are the agent f
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -133,7 +134,7 @@ def compare(
     agents: list[str],
     games: list[str] | str,
     *,
-    seeds: list[int] = (0,),
+    seeds: Sequence[int] = (0,),
     steps_per_game: int = 100_000,
     logdir: str | Path,
     settings: dict[str, Any] | None = None,
@@ -143,10 +144,10 @@ def compare(
     progress: bool = False,
 ) -> Comparison:
     """Train every agent x ``grid`` value x seed (as ``ewc-rl compare``), then write and return the report."""
-    from ewc_rl.compare import GridSpec, parse_grid, run_grid
     from ewc_rl.config import load_config
     from ewc_rl.envs import parse_games
     from ewc_rl.errors import RunError
+    from ewc_rl.grid import GridSpec, parse_grid, run_grid
     from ewc_rl.report import load_runs, write_report
 
     names = parse_games(games if isinstance(games, str) else ",".join(games))

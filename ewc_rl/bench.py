@@ -27,7 +27,7 @@ import platform
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch as th
@@ -208,8 +208,9 @@ class _Limit(_Learner):
         )  # the fastest update torch has
         # every advance() may overrun by up to one vector step: the warm-up and each round
         capacity = sizes.warmup + sizes.settle + sizes.steps + self.n * (sizes.rounds + 1)
-        self.ring_obs = th.zeros((capacity, *space.shape), dtype=th.uint8)
-        self.ring_next = th.zeros((capacity, *space.shape), dtype=th.uint8)
+        shape = space.shape or ()
+        self.ring_obs = th.zeros((capacity, *shape), dtype=th.uint8)
+        self.ring_next = th.zeros((capacity, *shape), dtype=th.uint8)
         self.ring_a, self.ring_r, self.ring_d = (
             th.zeros(capacity, dtype=dt) for dt in (th.int64, th.float32, th.float32)
         )
@@ -283,10 +284,11 @@ def _replay_bytes(cfg: Config, game: str, sizes: BenchSizes) -> float:
     env = make_env(game, cfg.env, training=True, seed=1, n_envs=1)
     buffer = FrameReplayBuffer(sizes.replay, env.observation_space, env.action_space, device="cpu")
     rng = np.random.default_rng(0)
-    obs = env.reset()
+    obs = cast(np.ndarray, env.reset())
     for _ in range(sizes.replay):
         action = rng.integers(0, 18, 1)
         new_obs, reward, done, infos = env.step(action)
+        new_obs = cast(np.ndarray, new_obs)  # Atari: one array, never a dict or tuple
         next_obs = new_obs.copy()
         if done[0]:
             next_obs[0] = infos[0]["terminal_observation"]

@@ -21,6 +21,7 @@ could run code.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -68,13 +69,17 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write(path: Path, writer: Callable[[IO[bytes]], None]) -> str:
+def _write(path: Path, writer: Callable[[IO[bytes]], object]) -> str:
     """Write a file through ``writer``, fsync it, and return its SHA-256."""
     with open(path, "wb") as f:
         writer(f)
         f.flush()
         os.fsync(f.fileno())
     return _sha256(path)
+
+
+def _savez(f: IO[bytes], arrays: dict[str, np.ndarray]) -> None:
+    np.savez(f, **arrays)  # type: ignore[arg-type]  # numpy's stub reads **arrays as its allow_pickle flag
 
 
 def _sha256(path: Path) -> str:
@@ -129,7 +134,7 @@ def save(
         replay_files = {}
         for i, (key, arrays) in enumerate((replays or {}).items()):
             replay_files[key] = fname = f"replay-{i}.npz"
-            files[fname] = _write(tmp / fname, lambda f, a=arrays: np.savez(f, **a))
+            files[fname] = _write(tmp / fname, functools.partial(_savez, arrays=arrays))
         meta = {**meta, "format": FORMAT_VERSION, "files": files, "replay_files": replay_files}
         _write(tmp / "meta.json", lambda f: f.write(json.dumps(meta, indent=1, allow_nan=False).encode()))
         _fsync_dir(tmp)
@@ -208,7 +213,7 @@ def rng_state() -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """(JSON part, tensor part) of the global RNGs that training draws from."""
     import random
 
-    kind, keys, pos, has_gauss, cached = np.random.get_state()  # type: ignore[misc]
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
     version, internal, gauss = random.getstate()
     meta = {
         "numpy": {"kind": kind, "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)},

@@ -619,9 +619,9 @@ def _train(args: argparse.Namespace, argv: list[str]) -> int:
 
 def _compare(args: argparse.Namespace) -> int:
     from ewc_rl import networks
-    from ewc_rl.compare import GridSpec, parse_grid, run_grid
     from ewc_rl.config import load_config
     from ewc_rl.envs import suite
+    from ewc_rl.grid import GridSpec, parse_grid, run_grid
     from ewc_rl.report import write_report
     from ewc_rl.tblog import check_writable
 

@@ -202,7 +202,7 @@ class AtariVecEnv(VecEnv):
         self._env.close()
 
     def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
-        n = len(self._get_indices(indices))
+        n = len(list(self._get_indices(indices)))
         return [getattr(self, attr_name, None)] * n
 
     def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
@@ -214,7 +214,7 @@ class AtariVecEnv(VecEnv):
         raise NotImplementedError("AtariVecEnv has no per-environment methods")
 
     def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None) -> list[bool]:
-        return [False] * len(self._get_indices(indices))
+        return [False] * len(list(self._get_indices(indices)))
 
 
 class MinAtarPlanes(gym.ObservationWrapper):

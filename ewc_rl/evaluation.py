@@ -32,11 +32,12 @@ def evaluate(
     q_net.eval()
     try:
         obs = env.reset()
+        n_actions = int(env.action_space.n)  # type: ignore[attr-defined]  # every suite's space is Discrete
         while np.isnan(returns).any():
             with th.no_grad():
                 actions = q_net(th.as_tensor(obs, device=device)).argmax(dim=1).cpu().numpy()
             explore = rng.random(episodes) < epsilon
-            actions[explore] = rng.integers(0, env.action_space.n, size=int(explore.sum()))
+            actions[explore] = rng.integers(0, n_actions, size=int(explore.sum()))
             obs, _, dones, infos = env.step(actions)
             for i in np.flatnonzero(dones & np.isnan(returns)):
                 returns[i] = infos[i]["episode"]["r"]

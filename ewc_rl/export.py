@@ -49,9 +49,9 @@ def plain_dqn(agent: ContinualDQN, game: str, epsilon: float) -> DQN:
     policy_kwargs = dict(agent.policy_kwargs)
     if isinstance(agent.policy, networks.PerGameCnnPolicy):
         policy_kwargs["game"] = agent.games.index(game)
-    view = DQN(
-        agent.policy_class,
-        env=None,
+    view = DQN(  # no environment: a container of weights (SB3 accepts env=None; its stubs do not say so)
+        agent.policy_class,  # type: ignore[arg-type]
+        env=None,  # type: ignore[arg-type]
         learning_rate=agent.learning_rate,
         buffer_size=1,
         learning_starts=0,

@@ -25,8 +25,8 @@ absolute per-sample gradients comes from the same passes: |gy x^T| = |gy| |x|^T 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -128,7 +128,8 @@ def _accumulate(
             total[names[id(m.bias)]] += f(gy.reshape(n, -1, gy.shape[-1]).sum(1)).sum(0)
         return
     assert isinstance(m, nn.Conv2d)
-    cols = F.unfold(x, m.kernel_size, dilation=m.dilation, padding=m.padding, stride=m.stride)  # (N, K, P)
+    padding = cast(tuple[int, ...], m.padding)  # string paddings take the vmap path (hooks_supported)
+    cols = F.unfold(x, m.kernel_size, dilation=m.dilation, padding=padding, stride=m.stride)  # (N, K, P)
     per_sample = torch.bmm(gy.reshape(n, gy.shape[1], -1), cols.transpose(1, 2))  # (N, C_out, K)
     total[names[id(m.weight)]] += f(per_sample).sum(0).view_as(m.weight)
     if m.bias is not None:
@@ -262,7 +263,7 @@ class PathIntegral:
         self.omega: list[Tensor] = []
         self.grad: list[Tensor] = []
 
-    def start(self, params: dict[str, Tensor]) -> None:
+    def start(self, params: Mapping[str, Tensor]) -> None:
         """A game's training begins at ``params``."""
         thetas = [p.detach() for p in params.values()]
         self.start_params = [t.clone() for t in thetas]
@@ -270,18 +271,18 @@ class PathIntegral:
         self.omega = [torch.zeros_like(t) for t in thetas]
         self.grad = [torch.zeros_like(t) for t in thetas]
 
-    def record_gradient(self, params: dict[str, Tensor]) -> None:
+    def record_gradient(self, params: Mapping[str, Tensor]) -> None:
         """The update's gradient g(t), read from ``.grad`` before anything else is added to it."""
-        torch._foreach_copy_(self.grad, [p.grad for p in params.values()])  # type: ignore[arg-type]
+        torch._foreach_copy_(self.grad, [cast(Tensor, p.grad) for p in params.values()])
 
-    def record_step(self, params: dict[str, Tensor]) -> None:
+    def record_step(self, params: Mapping[str, Tensor]) -> None:
         """The optimiser has moved the parameters: omega -= g(t) * (theta(t+1) - theta(t))."""
         thetas = [p.detach() for p in params.values()]
         delta = torch._foreach_sub(thetas, self.previous)
         torch._foreach_addcmul_(self.omega, self.grad, delta, value=-1.0)
         torch._foreach_copy_(self.previous, thetas)
 
-    def importance(self, params: dict[str, Tensor]) -> FisherDict:
+    def importance(self, params: Mapping[str, Tensor]) -> FisherDict:
         """Omega at the current parameters (the end of the game)."""
         return {
             n: w.clamp_min(0) / ((p.detach() - s).pow(2) + self.damping)

@@ -103,7 +103,7 @@ def fast_optimizer_kwargs(optimizer_class: type[th.optim.Optimizer], device: th.
     Each candidate is tried on a one-element parameter (one construction and one step), so an optimiser or a
     device without the kernel falls back instead of failing at the first update.
     """
-    return dict(_fast_kwargs(optimizer_class, str(th.device(device))))
+    return dict(_fast_kwargs(optimizer_class, str(th.device(device))))  # type: ignore[arg-type]  # classes hash
 
 
 @functools.cache

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import cast
 
 import torch
 from torch import Tensor
@@ -101,7 +102,7 @@ class Penalty:
         first = next(iter(params.values()))
         if not self.active:
             return first.new_zeros(())
-        quad = sum((self.A[n] * (p - self.mu[n]).pow(2)).sum() for n, p in params.items())
+        quad = sum(((self.A[n] * (p - self.mu[n]).pow(2)).sum() for n, p in params.items()), first.new_zeros(()))
         return 0.5 * self.lam * (quad + self.c)
 
     def add_gradient(self, params: Params, value: bool = True) -> float | None:
@@ -155,11 +156,13 @@ class Penalty:
 
     def load_state_dict(self, state: Mapping[str, object], device: torch.device | str) -> None:
         """Restore :meth:`state_dict` and rebuild the merged quadratic on ``device``."""
-        keys, thetas, fishers = state["keys"], state["theta"], state["fisher"]
+        keys = cast(list[str], state["keys"])
+        thetas = cast(list[dict[str, Tensor]], state["theta"])
+        fishers = cast(list[dict[str, Tensor]], state["fisher"])
         self.anchors = {
-            k: ({n: v.cpu() for n, v in t.items()}, {n: v.cpu() for n, v in f.items()})  # type: ignore[union-attr]
+            k: ({n: v.cpu() for n, v in t.items()}, {n: v.cpu() for n, v in f.items()})
             for k, t, f in zip(keys, thetas, fishers, strict=True)
-        }  # type: ignore[call-overload]
+        }
         if self.anchors:
             self._merge(torch.device(device))
         else:

@@ -14,7 +14,9 @@ remedy is reproducible (an exact resume redoes it identically) and draws nothing
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import cast
 
 import torch as th
 from torch import nn
@@ -75,7 +77,7 @@ def unit_layers(net: nn.Module) -> list[UnitLayer]:
         norm = rest.pop(0) if rest and isinstance(rest[0], _NORMS) else None
         if len(rest) < 2 or not isinstance(rest[0], _ACTIVATIONS) or not isinstance(rest[1], WEIGHT_LAYERS):
             continue
-        found.append(UnitLayer(m, norm, rest[0], rest[1]))
+        found.append(UnitLayer(m, cast("nn.LayerNorm | nn.GroupNorm | None", norm), rest[0], rest[1]))
     return found
 
 
@@ -136,7 +138,7 @@ def forget_optimizer_state(optimizer: th.optim.Optimizer, params: list[nn.Parame
         optimizer.state.pop(p, None)
 
 
-def zero_optimizer_entries(optimizer: th.optim.Optimizer, masks: dict[nn.Parameter, th.Tensor]) -> None:
+def zero_optimizer_entries(optimizer: th.optim.Optimizer, masks: Mapping[th.Tensor, th.Tensor]) -> None:
     """Zero the optimiser's running moments (Adam's m and v, RMSProp's averages) where ``masks`` is True."""
     for p, mask in masks.items():
         for value in optimizer.state.get(p, {}).values():

@@ -22,8 +22,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ewc_rl.compare import Cell, GridSpec, pending, prepare_run_dir, train_argv
 from ewc_rl.errors import UsageError
+from ewc_rl.grid import Cell, GridSpec, pending, prepare_run_dir, train_argv
 
 
 def _import_tune() -> Any:

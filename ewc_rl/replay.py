@@ -11,7 +11,7 @@ SB3's buffer, across episode boundaries and the circular store's wrap-around).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from gymnasium import spaces
@@ -43,7 +43,7 @@ class FrameReplayBuffer(BaseBuffer):
         handle_timeout_termination: bool = True,
     ) -> None:
         super().__init__(buffer_size, observation_space, action_space, device, n_envs=n_envs)
-        shape = observation_space.shape
+        shape = observation_space.shape or ()
         if not (isinstance(observation_space, spaces.Box) and len(shape) == 3 and observation_space.dtype == np.uint8):
             raise ValueError("FrameReplayBuffer needs (stack, height, width) uint8 observations")
         if not isinstance(action_space, spaces.Discrete) or action_space.n > 256:
@@ -250,4 +250,4 @@ def sample_transitions(buffer: BaseBuffer, n: int, rng: np.random.Generator) -> 
     if len(valid) == 0:
         raise ValueError("the replay memory is empty: no states to estimate a Fisher from")
     chosen = rng.choice(valid, size=min(n, len(valid)), replace=False)
-    return buffer._get_samples(np.sort(chosen))
+    return cast(ReplayBufferSamples, buffer._get_samples(np.sort(chosen)))

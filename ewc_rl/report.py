@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,7 @@ def t_quantile_975(df: int) -> float:
     return (lo + hi) / 2
 
 
-def mean_ci(values: list[float | None]) -> dict[str, Any]:
+def mean_ci(values: Sequence[float | None]) -> dict[str, Any]:
     """Mean and 95% confidence half-width (Student t) over seeds; ``ci95`` is None for one seed."""
     known = [v for v in values if v is not None]
     n = len(known)
@@ -236,7 +237,8 @@ def plot(runs: dict[str, dict[int, dict[str, Any]]], path: Path) -> None:
                 for e in summary["eval_history"]:
                     if e["game"] == game:
                         value = normalize(game, e["mean"]) if normalised else e["mean"]  # today's table
-                        by_step.setdefault(e["step"], []).append(value)
+                        if value is not None:
+                            by_step.setdefault(e["step"], []).append(value)
             if not by_step:
                 continue
             xs = sorted(by_step)

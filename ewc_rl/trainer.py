@@ -439,7 +439,12 @@ class Trainer:
         self.pbar.set_description(f"[{seg.index + 1}/{len(self.schedule)}] {seg.game}")
         if seg.steps > done:
             callback = segment_callbacks(self, agent, seg, agent.num_timesteps - done + seg.steps)
-            agent.learn(seg.steps - done, callback=callback, log_interval=None, reset_num_timesteps=False)
+            agent.learn(
+                seg.steps - done,
+                callback=callback,
+                log_interval=None,  # type: ignore[arg-type]  # never
+                reset_num_timesteps=False,
+            )
         if self.stop.signum is not None and agent.num_timesteps - agent.segment_start < seg.steps:
             raise Interrupted(self.stop.signum, agent.num_timesteps)  # the callback wrote the checkpoint
         means = self.evaluate_seen(agent, seg, logger)

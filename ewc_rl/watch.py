@@ -9,7 +9,7 @@ ffmpeg plugin (``pip install "ewc_rl[video]"``).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch as th
@@ -62,15 +62,17 @@ def record_episode(
     rng = np.random.default_rng(seed)
     was_training = q_net.training
     q_net.eval()
+    n_actions = int(env.action_space.n)  # type: ignore[attr-defined]  # every suite's space is Discrete
     try:
-        obs = env.reset()
+        obs = cast(np.ndarray, env.reset())  # the suite's envs give one array
         frames = [render(obs[0], game)]
         while True:
             with th.no_grad():
                 action = q_net(th.as_tensor(obs, device=device)).argmax(dim=1).cpu().numpy()
             if rng.random() < epsilon:
-                action[0] = rng.integers(env.action_space.n)
-            obs, _, dones, infos = env.step(action)
+                action[0] = rng.integers(n_actions)
+            stepped, _, dones, infos = env.step(action)
+            obs = cast(np.ndarray, stepped)
             if dones[0]:
                 frames.append(render(infos[0]["terminal_observation"], game))
                 return frames, infos[0]["episode"]

@@ -8,7 +8,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from ewc_rl.cli import main
-from ewc_rl.compare import GridSpec, steps_done
+from ewc_rl.grid import GridSpec, steps_done
 from ewc_rl.progress import ProgressFile
 from ewc_rl.report import aggregate, mean_ci, t_quantile_975, to_markdown
 from ewc_rl.tblog import write_json
@@ -196,8 +196,8 @@ def test_grid_runs_every_setting_and_ranks_them(tmp_path, capsys):
 
 
 def test_grid_syntax_errors():
-    from ewc_rl.compare import parse_grid
     from ewc_rl.errors import UsageError
+    from ewc_rl.grid import parse_grid
 
     assert parse_grid(["penalty.lambda=1, 10", "agent.double_dqn=true,false"]) == {
         "penalty.lambda": ["1", "10"],
@@ -305,7 +305,7 @@ def test_report_says_which_games_the_means_leave_out():
 
 
 def test_repeated_seeds_agents_and_grid_values_never_share_a_run_directory(tmp_path, capsys, monkeypatch):
-    import ewc_rl.compare
+    import ewc_rl.grid
 
     scheduled = []
 
@@ -313,7 +313,7 @@ def test_repeated_seeds_agents_and_grid_values_never_share_a_run_directory(tmp_p
         scheduled.extend(c.run_dir(logdir) for c in spec.cells())
         raise KeyboardInterrupt  # stop before training: the schedule is what is tested
 
-    monkeypatch.setattr(ewc_rl.compare, "run_grid", fake_run_grid)
+    monkeypatch.setattr(ewc_rl.grid, "run_grid", fake_run_grid)
     logdir = tmp_path / "cmp"
     main(
         [

@@ -71,9 +71,9 @@ def recycle(
     scores, _ = plasticity.activation_scores(q_net, obs, layers)
     names = {id(p): n for n, p in q_net.named_parameters()}
     fresh: dict[str, th.Tensor] | None = None
-    masks: dict[nn.Parameter, th.Tensor] = {}
+    masks: dict[th.Tensor, th.Tensor] = {}
 
-    def mark(p: nn.Parameter, mask: th.Tensor) -> None:
+    def mark(p: th.Tensor, mask: th.Tensor) -> None:
         masks[p] = masks.get(p, th.zeros_like(p, dtype=th.bool)) | mask
 
     dormant = [plasticity.dormant_units(u, score, tau) for u, score in zip(layers, scores, strict=True)]

@@ -131,7 +131,7 @@ class Rehearsal(Method):
     def samples(self, game: str, index: th.Tensor) -> ReplayBufferSamples:
         """Remembered transitions of ``game`` as a replay batch."""
         rows = _expand(self.store.rows(game, index))
-        return ReplayBufferSamples(**{k: rows.get(k) for k in FIELDS})
+        return ReplayBufferSamples(**{k: rows.get(k) for k in FIELDS})  # type: ignore[arg-type]  # discounts: None
 
     def _td_sum(self, agent: ContinualDQN, draw: list[tuple[str, th.Tensor]]) -> th.Tensor | None:
         """Sum of the per-sample Huber TD losses over the drawn transitions, divided by the batch size."""
