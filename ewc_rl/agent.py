@@ -238,7 +238,7 @@ class ContinualDQN(DQN):
             # Methods may supply part of the batch themselves (rehearsal: earlier games' transitions); the
             # current game's share of the mean over the whole batch is then its mean times its fraction.
             own = batch_size - sum(method.batch_share(self, batch_size) for method in self.methods)
-            data = self.replay_buffer.sample(own, env=self._vec_normalize_env)  # type: ignore[union-attr]
+            data = self.replay_buffer.sample(own, env=self._vec_normalize_env)  # type: ignore[union-attr]  # set in a segment
             target = self.td_targets(data)
             q = self.q_net(data.observations).gather(1, data.actions.long())
             td_loss = F.smooth_l1_loss(q, target)

@@ -397,7 +397,7 @@ def run(
             raw["steps_per_s_rounds"] = {name: [rate["round_min"], rate["round_max"]] for name, rate in rates.items()}
             for learner in learners.values():
                 learner.close()
-            trained = learners["plain"].model  # type: ignore[attr-defined]
+            trained = learners["plain"].model  # type: ignore[attr-defined]  # the plain learner is an SB3 one
             learners.clear()  # the other learners' replay memories go before the next parts
         elif stage == "frame replay":
             raw["replay_bytes_per_transition"] = _replay_bytes(cfg, game, sizes)

@@ -45,7 +45,7 @@ class _SegmentCallback(BaseCallback):
 
     @property
     def agent(self) -> ContinualDQN:
-        return self.model  # type: ignore[return-value]
+        return self.model  # type: ignore[return-value]  # SB3 types it as its base class
 
 
 class StopAndCheckpoint(_SegmentCallback):

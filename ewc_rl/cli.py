@@ -19,7 +19,7 @@ from ewc_rl.errors import RunError, UsageError
 class _Parser(argparse.ArgumentParser):
     """argparse, with its errors as one line (exit code 2) instead of a usage block plus a line."""
 
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> None:  # type: ignore[override]  # argparse's is NoReturn; exit() raises
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
@@ -156,7 +156,7 @@ def _resolve_games(
         if args.pool is not None:
             raise UsageError("--pool applies only to --games randomN")
         return parse_games(args.games), None, None
-    pool = args.pool or cfg.schedule.pool  # type: ignore[attr-defined]
+    pool = args.pool or cfg.schedule.pool  # type: ignore[attr-defined]  # cfg: a Config, typed loosely here
     if not pool:
         raise UsageError(f"--games {args.games} needs --pool NAME (or schedule.pool in the agent file)")
     orders = draw(pool, n, args.cycles, schedule_seed)

@@ -48,7 +48,7 @@ class RMSpropDQN(Optimizer):
         super().__init__(params, {"lr": lr, "alpha": alpha, "eps": eps, "centered": centered})
 
     @th.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]  # torch's overloads
         loss = None
         if closure is not None:
             with th.enable_grad():

@@ -122,7 +122,7 @@ class Penalty:
             raise ValueError("add_gradient runs after backward(): every penalised parameter needs a .grad")
         diffs = torch._foreach_sub(thetas, [self.mu[n] for n in names])
         scaled = torch._foreach_mul(diffs, [self._lam_a[n] for n in names])  # lambda * A * (theta - mu)
-        torch._foreach_add_(grads, scaled)  # type: ignore[arg-type]
+        torch._foreach_add_(grads, scaled)  # type: ignore[arg-type]  # grads checked non-None above
         if not value:
             return None
         quad = sum(float(torch.dot(s.flatten(), d.flatten())) for s, d in zip(scaled, diffs, strict=True))

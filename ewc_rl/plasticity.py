@@ -49,7 +49,7 @@ class UnitLayer:
 
 
 def weight_layer(module: nn.Module) -> nn.Linear | nn.Conv2d:
-    return module.layer if isinstance(module, GameLayer) else module  # type: ignore[return-value]
+    return module.layer if isinstance(module, GameLayer) else module  # type: ignore[return-value]  # a weight layer
 
 
 def _leaves(module: nn.Module) -> list[nn.Module]:

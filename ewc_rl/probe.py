@@ -108,7 +108,7 @@ class Probe:
     def draw(self, agent: ContinualDQN) -> None:
         """Fix this segment's probe states: up to ``n_states`` transitions of the current replay memory."""
         rng = np.random.default_rng(self.seed * 1_000_003 + agent.num_timesteps)
-        self.data = sample_transitions(agent.replay_buffer, self.n_states, rng)  # type: ignore[arg-type]
+        self.data = sample_transitions(agent.replay_buffer, self.n_states, rng)  # type: ignore[arg-type]  # set in a segment
 
     def __call__(self, agent: ContinualDQN) -> dict[str, Any] | None:
         """The diagnostics now, or None before this segment's probe states are drawn or when this step was
