@@ -41,6 +41,7 @@ def _fake_result(scale: float) -> dict:
         "steps_per_s_ewc10": 98 * scale,
         "steps_per_s_sb3": 80 * scale,
         "steps_per_s_limit": 110 * scale,
+        **{f"steps_per_s_{name}": 95 * scale for name in bench.METHODS},  # one learner per continual method
         "replay_bytes_per_transition": 7000 * scale,
         "steps_per_s_rounds": {n: [90 * scale, 120 * scale] for n in ("plain", "ewc10", "sb3", "limit")},
         "fisher_states_per_s": {
