@@ -357,5 +357,9 @@ def test_help_texts(capsys):
     assert "95% interval" in out and "%%" not in out
     with pytest.raises(SystemExit):
         main(["train", "--help"])
-    out = " ".join(capsys.readouterr().out.split())
-    assert "MinAtar: minatar-dqn, minatar-ewc" in out and "Atari: dqn, ewc" in out
+    out = "".join(capsys.readouterr().out.split())  # argparse wraps lines, even inside names
+    from ewc_rl.config import available_agents
+
+    atari, minatar = out.split("(Atari:")[1].split(")")[0].split(";MinAtar:")
+    assert set(atari.split(",")) | set(minatar.split(",")) == set(available_agents())
+    assert all(n.startswith("minatar-") for n in minatar.split(",")) and "dqn" in atari.split(",")

@@ -81,8 +81,10 @@ def _float_settings() -> list[str]:
     import dataclasses
 
     from ewc_rl.config import SECTIONS, _key
+    from ewc_rl.methods import registry
 
-    return [f"{s}.{_key(f)}" for s, cls in SECTIONS.items() for f in dataclasses.fields(cls) if f.type == "float"]
+    schemas = {**SECTIONS, **{name: method.Settings for name, method in registry().items()}}  # methods' sections too
+    return [f"{s}.{_key(f)}" for s, cls in schemas.items() for f in dataclasses.fields(cls) if f.type == "float"]
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
