@@ -148,7 +148,8 @@ def test_the_paper_agent_uses_deepminds_rmsprop():
     assert cfg.agent.optimizer == "rmsprop-dqn"
     kwargs = optimizers.policy_kwargs(cfg.agent)
     assert kwargs == {"optimizer_class": RMSpropDQN, "optimizer_kwargs": {"alpha": 0.95, "eps": 0.01, "centered": True}}
-    assert optimizers.policy_kwargs(load_config("dqn").agent) == {}
+    adam = optimizers.policy_kwargs(load_config("dqn").agent)  # SB3's default optimiser, in its fastest form
+    assert adam == {"optimizer_class": th.optim.Adam, "optimizer_kwargs": fast_optimizer_kwargs(th.optim.Adam)}
     assert (
         optimizers.policy_kwargs(load_config("dqn", ["agent.optimizer='rmsprop'"]).agent)["optimizer_class"]
         is th.optim.RMSprop
