@@ -27,6 +27,7 @@ import torch as th
 import torch.nn.functional as F
 from stable_baselines3 import DQN
 from stable_baselines3.common.buffers import BaseBuffer, ReplayBuffer
+from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.type_aliases import ReplayBufferSamples
 from stable_baselines3.common.utils import get_device, polyak_update
 from stable_baselines3.common.vec_env import VecEnv
@@ -98,6 +99,12 @@ class ContinualDQN(DQN):
         )
         for method in self.methods:
             method.setup(self)
+
+    def _setup_learn(self, *args: Any, **kwargs: Any) -> Any:
+        if not self._custom_logger and self.verbose < 1 and self.tensorboard_log is None:
+            # SB3 would make an empty SB3-<time> folder in the temp directory for a logger that writes nothing.
+            self.set_logger(Logger(folder=None, output_formats=[]))
+        return super()._setup_learn(*args, **kwargs)
 
     def _set_training_mode(self, mode: bool) -> None:
         if self._mode_matters:

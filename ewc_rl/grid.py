@@ -8,7 +8,7 @@ Two backends run the cells: ``local`` worker processes, the machine's cores divi
 other several-fold), or ``ray`` (:mod:`ewc_rl.raytune`), one Ray Tune trial per cell. Finished runs
 (summary.json with ``complete``) are skipped when the command is repeated; unfinished ones continue from
 their latest checkpoint (``train --resume``), or start again if they have none. The local backend's progress
-bar counts agent steps over the whole grid, read from each run's ``progress.json`` (:mod:`ewc_rl.progress`).
+bar counts agent steps over the whole grid, read from each run's ``steps.json`` (:mod:`ewc_rl.progress`).
 """
 
 from __future__ import annotations

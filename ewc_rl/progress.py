@@ -1,4 +1,4 @@
-"""A run's progress as a small file, ``<run>/progress.json`` = ``{"step": ..., "total": ...}``.
+"""A run's progress as a small file, ``<run>/steps.json`` = ``{"step": ..., "total": ...}``.
 
 ``ewc-rl compare`` runs each grid cell as its own ``ewc-rl train`` process; reading this file is how it
 shows agent steps inside runs (TensorBoard's event files would do too, but parsing them every few seconds
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ewc_rl.tblog import write_json
 
-FILENAME = "progress.json"
+FILENAME = "steps.json"  # not progress.json: stable-baselines3's json log has that name
 
 
 class ProgressFile:

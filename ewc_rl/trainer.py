@@ -122,7 +122,7 @@ class Trainer:
         self.state = RunState()
         self.last_checkpoint: tuple[int, Path] | None = None
         self.pbar: tqdm | None = None
-        self.progress: ProgressFile | None = None  # <run>/progress.json, read by `ewc-rl compare`
+        self.progress: ProgressFile | None = None  # <run>/steps.json, read by `ewc-rl compare`
         self.stop = _StopFlag()
         self.device: str | None = None  # resolved from spec.device once the agent exists
         self.agent: ContinualDQN | None = None  # the learner, once built (the Python API hands it out)

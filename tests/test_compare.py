@@ -60,7 +60,7 @@ def test_grid_layout_and_report_files(comparison):
 
 def test_every_run_leaves_its_final_progress_for_the_steps_bar(comparison):
     for run in comparison.glob("*/seed-*"):
-        assert json.loads((run / "progress.json").read_text()) == {"step": 2 * STEPS, "total": 2 * STEPS}, run
+        assert json.loads((run / "steps.json").read_text()) == {"step": 2 * STEPS, "total": 2 * STEPS}, run
 
 
 def test_steps_done_counts_finished_and_ended_runs_fully_and_running_ones_by_their_progress(tmp_path):
