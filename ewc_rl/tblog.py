@@ -116,6 +116,20 @@ def check_writable(logdir: Path) -> None:
     """
     from ewc_rl.errors import UsageError
 
+    for _ in range(10):
+        try:
+            _try_creating(logdir)
+            return
+        except FileNotFoundError as exc:
+            # A parent vanished between the walk and the mkdir: a parallel run of the same comparison removed the
+            # shared parent its own check had created. Walking again finds it missing and creates it.
+            error = exc
+    raise UsageError(f"--logdir {logdir} is not writable: {error.strerror or error}")
+
+
+def _try_creating(logdir: Path) -> None:
+    from ewc_rl.errors import UsageError
+
     existing, missing = logdir, []
     while not existing.exists() and existing != existing.parent:
         missing.append(existing)
@@ -130,6 +144,8 @@ def check_writable(logdir: Path) -> None:
         fd, probe = tempfile.mkstemp(dir=logdir, prefix=".write-test-")
         os.close(fd)
         os.unlink(probe)
+    except FileNotFoundError:
+        raise
     except OSError as exc:
         raise UsageError(f"--logdir {logdir} is not writable: {exc.strerror or exc}") from None
     finally:

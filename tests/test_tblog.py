@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
-from ewc_rl.tblog import package_versions, write_json
+from ewc_rl.tblog import check_writable, package_versions, write_json
 
 
 def test_write_json_replaces_atomically(tmp_path):
@@ -126,3 +127,27 @@ def test_score_heatmap_has_a_fixed_range_and_a_colour_bar():
         assert len(fig.axes) == 2  # the heatmap and its colour bar
     out = score_heatmap([[1.7, -0.3]], ["1: A"], ["A", "B"], "t", limits=(0.0, 1.0))
     assert out.axes[0].images[0].colorbar.extend == "both"
+
+
+def test_check_writable_survives_a_parallel_run_removing_the_shared_parent(tmp_path: Path, monkeypatch) -> None:
+    """Two runs of one comparison check sibling directories under a parent that neither has created yet.
+
+    The first run's check creates the parent, then removes it again; if that happens between the second run's walk
+    (which found the parent) and its mkdir, the mkdir finds no parent. Simulated here deterministically: the parent
+    exists when the check starts and vanishes just before the first mkdir.
+    """
+    shared = tmp_path / "dqn"
+    shared.mkdir()
+    real_mkdir = Path.mkdir
+    vanished: list[Path] = []
+
+    def mkdir(self: Path, *args, **kwargs) -> None:
+        if not vanished:
+            vanished.append(shared)
+            shared.rmdir()
+        real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    check_writable(shared / "seed-1")
+    monkeypatch.undo()
+    assert vanished and not (shared / "seed-1").exists()
