@@ -680,7 +680,7 @@ def _compare(args: argparse.Namespace) -> int:
         return 128 + getattr(stop, "signum", signal.SIGINT)
     paths = write_report(args.logdir)
     print(paths["md"].read_text())
-    print(f"report: {paths['md']}, {paths['json']}, {paths['png']}")
+    print(f"report: {', '.join(str(p) for p in paths.values())}")
     print(f"overlay all runs in TensorBoard: tensorboard --logdir {args.logdir}")
     if failed:
         print(f"ewc-rl: {failed} run(s) failed; their logs are in {args.logdir / 'logs'}", file=sys.stderr)
@@ -789,7 +789,7 @@ def _report(args: argparse.Namespace) -> int:
 
     paths = write_report(args.logdir, args.reference)
     print(paths["md"].read_text())
-    print(f"report: {paths['md']}, {paths['json']}, {paths['png']}")
+    print(f"report: {', '.join(str(p) for p in paths.values())}")
     return 0
 
 

@@ -303,7 +303,7 @@ def _steps(x: float) -> str:
 
 
 def write_report(logdir: Path, reference_dir: Path | None = None) -> dict[str, Path]:
-    """Write comparison.json, comparison.md and comparison.png into ``logdir``."""
+    """Write comparison.json, .md and .png into ``logdir``, and switches.md/.png where runs measured plasticity."""
     if not logdir.is_dir():
         raise UsageError(f"no such directory: {logdir}")
     runs = load_runs(logdir)
@@ -312,6 +312,9 @@ def write_report(logdir: Path, reference_dir: Path | None = None) -> dict[str, P
     write_json(paths["json"], comparison)
     paths["md"].write_text(to_markdown(comparison))
     plot(runs, paths["png"])
+    from ewc_rl import switches  # it imports this module's statistics
+
+    paths.update(switches.write(runs, logdir))
     return paths
 
 
