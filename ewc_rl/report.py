@@ -277,17 +277,25 @@ def plot(runs: dict[str, dict[int, dict[str, Any]]], path: Path) -> None:
         ax.set_ylabel("normalised score" if normalised else "return (raw)")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8, loc="best")
-    # Wrapped to the figure's width (9-point text: about 14 characters per inch, 12 with a margin): one line ran off
-    # two panels.
-    fig.suptitle(
-        textwrap.fill(
-            "Evaluation score per game (line: mean over seeds; band: min-max over seeds; "
-            "shaded: the game's own training; labels: the game trained in each segment)",
-            int(12 * width),
-        ),
-        fontsize=9,
+    save_titled(
+        fig,
+        "Evaluation score per game (line: mean over seeds; band: min-max over seeds; "
+        "shaded: the game's own training; labels: the game trained in each segment)",
+        width,
+        path,
+        dpi=110,
     )
-    fig.savefig(path, dpi=110)
+
+
+def save_titled(fig: Any, title: str, width: float, path: Path, dpi: int = 100) -> None:
+    """Give ``fig`` its title wrapped to the figure's ``width`` in inches, save it to ``path`` and close it.
+
+    9-point text fits about 14 characters per inch, 12 with a margin: an unwrapped title ran off two panels.
+    """
+    import matplotlib.pyplot as plt
+
+    fig.suptitle(textwrap.fill(title, int(12 * width)), fontsize=9)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
 
 

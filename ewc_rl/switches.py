@@ -10,11 +10,10 @@ writes the table into ``switches.md`` and the figure ``switches.png`` beside the
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 from typing import Any
 
-from ewc_rl.report import mean_ci
+from ewc_rl.report import mean_ci, save_titled
 
 # Order of the rows and panels: what the literature reads first (dead units, feature rank) before the scales.
 _ORDER = (
@@ -138,17 +137,13 @@ def plot(table: dict[str, Any], path: Path) -> None:
         ax.axis("off")
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=min(4, len(labels)), fontsize=8)
-    width = 3.6 * cols
-    fig.suptitle(
-        textwrap.fill(
-            "Plasticity diagnostics at the start of each game (before its first update, on its own probe states); "
-            "mean over seeds, bars: 95% interval",
-            int(12 * width),
-        ),
-        fontsize=9,
+    save_titled(
+        fig,
+        "Plasticity diagnostics at the start of each game (before its first update, on its own probe states); "
+        "mean over seeds, bars: 95% interval",
+        3.6 * cols,
+        path,
     )
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def write(runs: dict[str, dict[int, dict[str, Any]]], logdir: Path) -> dict[str, Path]:
