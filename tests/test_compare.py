@@ -304,6 +304,57 @@ def test_report_says_which_games_the_means_leave_out():
     assert "means over the normalised games only: Tetris (no reference score" in to_markdown(comparison)
 
 
+def test_report_lists_plasticity_per_game_with_the_fresh_runs_it_divides_by(tmp_path):
+    from ewc_rl.report import load_references, write_report
+
+    def run(games, seed, matrix):
+        return {
+            "complete": True,
+            "games": games,
+            "columns": games,
+            "steps_per_game": 10,
+            "seed": seed,
+            "eval_history": [],
+            "score_matrix": matrix,
+        }
+
+    # Pong: normalised 0.3 and 0.6 at the end of its first segment; Freeway's fresh runs never left 0 (random).
+    pong = [-20.7 + 35.3 * 0.3, -20.7 + 35.3 * 0.6]
+    for agent in ("dqn", "ewc"):
+        for seed in (0, 1):
+            path = tmp_path / "cmp" / agent / f"seed-{seed}"
+            path.mkdir(parents=True)
+            summary = run(["Pong", "Freeway"], seed, [[pong[seed], None], [-20.7, 10.0]])
+            (path / "summary.json").write_text(json.dumps(summary))
+    for game, scores in (("Pong", [-20.7 + 35.3 * 0.6, -20.7 + 35.3 * 0.8]), ("Freeway", [0.0, 1.0])):
+        for seed in (0, 1):
+            path = tmp_path / "cmp" / "fresh" / game / f"seed-{seed}"
+            path.mkdir(parents=True)
+            (path / "summary.json").write_text(json.dumps(run([game], seed, [[scores[seed]]])))
+    write_report(tmp_path / "cmp")  # <logdir>/fresh is used without being named
+    data = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
+    assert set(data["agents"]) == {"dqn", "ewc"}  # the fresh runs are not an agent
+    dqn = data["agents"]["dqn"]
+    assert [dqn["plasticity"]["Pong"]["mean"], dqn["plasticity"]["Pong"]["n"]] == [pytest.approx(0.625), 2]
+    assert dqn["plasticity"]["Freeway"] == {"mean": None, "ci95": None, "n": 0}  # fresh: 0 and 0.034 <= 0.1
+    assert dqn["mean_plasticity"] == mean_ci([0.3 / 0.6, 0.6 / 0.8])
+    assert data["fresh_references"]["Pong"]["mean"] == pytest.approx(0.7)
+    md = (tmp_path / "cmp" / "comparison.md").read_text()
+    assert "## Plasticity per game" in md and "| agent | average performance | mean forgetting | clipped" in md
+    assert (
+        "| final game | mean plasticity |" in md
+        and "| rank | run | average performance | mean forgetting | mean plasticity |" in md
+    )
+    pong = dqn["plasticity"]["Pong"]
+    assert f"| dqn | {pong['mean']:.3f} ± {pong['ci95']:.3f} | - |" in md  # the per-game table: Pong, Freeway
+    assert "`-` for Freeway: the fresh runs did not learn it" in md
+    assert load_references(tmp_path / "cmp" / "fresh")["Pong"].keys() == {0, 1}
+    # --reference DIR overrides; the same runs named explicitly give the same report.
+    before = (tmp_path / "cmp" / "comparison.json").read_text()
+    write_report(tmp_path / "cmp", tmp_path / "cmp" / "fresh")
+    assert (tmp_path / "cmp" / "comparison.json").read_text() == before
+
+
 def test_repeated_seeds_agents_and_grid_values_never_share_a_run_directory(tmp_path, capsys, monkeypatch):
     import ewc_rl.grid
 
