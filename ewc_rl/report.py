@@ -125,15 +125,16 @@ def aggregate(runs: dict[str, dict[int, dict[str, Any]]], references: References
         ]
         out["agents"][agent] = entry
     if references:  # each game's fresh runs, whatever the pairing: what the footnote of the plasticity table shows
-        out["fresh_references"] = {
-            g: {**mean_ci([fresh_score(r) for r in references.get(g, {}).values()]), "seeds": _seeds(references, g)}
-            for g in columns
-        }
+        out["fresh_references"] = {g: _fresh_stats(references.get(g, {})) for g in columns}
     return out
 
 
-def _seeds(references: References, game: str) -> list[int | None]:
-    return sorted(references.get(game, {}), key=lambda s: (s is None, s or 0))
+def _fresh_stats(by_seed: dict[int | None, dict[str, Any]]) -> dict[str, Any]:
+    """One game's fresh runs: their normalised score over seeds, and the seeds where they did not learn the game."""
+    seeds = sorted(by_seed, key=lambda s: (s is None, s or 0))
+    scores = {s: fresh_score(by_seed[s]) for s in seeds}
+    unlearned = [s for s, v in scores.items() if v is not None and v <= PLASTICITY_MIN_REFERENCE]
+    return {**mean_ci(list(scores.values())), "seeds": seeds, "unlearned_seeds": unlearned}
 
 
 def _pm(stat: dict[str, Any]) -> str:
@@ -181,7 +182,7 @@ def _plasticity_notes(comparison: dict[str, Any]) -> list[str]:
     """What the plasticity table divides by: each game's fresh runs, and the games where they did not learn."""
     fresh = comparison.get("fresh_references", {})
     scores = "; ".join(f"{g} {_pm(f).removesuffix(' (n=1)')} ({_seed_list(f['seeds'])})" for g, f in fresh.items())
-    unlearned = [g for g, f in fresh.items() if f["mean"] is not None and f["mean"] <= PLASTICITY_MIN_REFERENCE]
+    unlearned = [f"{g} ({_seed_list(f['unlearned_seeds'])})" for g, f in fresh.items() if f["unlearned_seeds"]]
     missing = [g for g, f in fresh.items() if f["mean"] is None]
     note = (
         "Plasticity: a game's normalised score when its first training segment ended divided by that of a fresh "
@@ -191,8 +192,8 @@ def _plasticity_notes(comparison: dict[str, Any]) -> list[str]:
     )
     if unlearned:
         note += (
-            f" `-` for {', '.join(unlearned)}: the fresh runs did not learn {'it' if len(unlearned) == 1 else 'them'}"
-            f" (normalised score ≤ {PLASTICITY_MIN_REFERENCE:g}), and a ratio to that would be noise."
+            f" No ratio (`-`, or fewer seeds in n) where a fresh run did not learn the game (normalised score ≤ "
+            f"{PLASTICITY_MIN_REFERENCE:g}: a ratio to it would be noise): {'; '.join(unlearned)}."
         )
     if missing:
         note += f" `-` for {', '.join(missing)}: no fresh run, or no normalised score."
