@@ -142,8 +142,12 @@ def compare(
     workers: int = 2,
     device: str = "auto",
     progress: bool = False,
+    fresh_references: bool | str = False,
 ) -> Comparison:
-    """Train every agent x ``grid`` value x seed (as ``ewc-rl compare``), then write and return the report."""
+    """Train every agent x ``grid`` value x seed (as ``ewc-rl compare``), then write and return the report.
+
+    ``fresh_references``: also a fresh network per game and seed (``True``: the first agent's file, or name one),
+    the baselines of the report's plasticity and forward transfer (``compare --fresh-references``)."""
     from ewc_rl.config import load_config
     from ewc_rl.envs import parse_games
     from ewc_rl.errors import RunError
@@ -152,7 +156,8 @@ def compare(
 
     names = parse_games(games if isinstance(games, str) else ",".join(games))
     parsed = parse_grid([f"{k}={','.join(_text(v) for v in values)}" for k, values in (grid or {}).items()])
-    for agent in agents:
+    fresh = agents[0] if fresh_references is True else fresh_references or None
+    for agent in [*agents, *([fresh] if fresh else [])]:
         load_config(agent, _overrides(settings))
     spec = GridSpec(
         agents=list(agents),
@@ -161,6 +166,8 @@ def compare(
         steps_per_game=steps_per_game,
         overrides=_overrides(settings),
         grid=parsed,
+        fresh_references=fresh,
+        fresh_games=list(dict.fromkeys(names)) if fresh else [],
     )
     path = Path(logdir)
     failed = run_grid(spec, path, workers=workers, device=device, progress=progress)

@@ -12,8 +12,12 @@ import signal
 import sys
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ewc_rl.errors import RunError, UsageError
+
+if TYPE_CHECKING:
+    from ewc_rl.grid import GridSpec
 
 
 class _Parser(argparse.ArgumentParser):
@@ -339,6 +343,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="ray backend: retry a failed run up to N times, from its checkpoint (default: 2)",
     )
+    compare.add_argument(
+        "--fresh-references",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="AGENT",
+        help="also train a fresh network on each game alone, once per game and seed (same steps, --set and seeds), "
+        "in <logdir>/fresh/<game>/seed-<s>/: the report's plasticity and forward transfer divide by and subtract "
+        "them. AGENT: whose agent file they use (default: the first --agents; name one when the agents' networks "
+        "or [dqn] settings differ). Added to a finished comparison, it runs only these",
+    )
+    compare.add_argument(
+        "--dry-run", action="store_true", help="list the runs (finished, to resume, to start); train and write nothing"
+    )
     compare.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_checkpoint_options(compare)
 
@@ -528,7 +546,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         metavar="DIR",
-        help="single-game runs (e.g. a compare with one game each) for forward transfer",
+        help="single-game runs (any depth; by game and seed) for forward transfer and plasticity "
+        "(default: LOGDIR/fresh, written by compare --fresh-references, when it exists)",
     )
     return parser
 
@@ -635,8 +654,10 @@ def _compare(args: argparse.Namespace) -> int:
         games, orders, pool = _resolve_games(args, cfg, args.schedule_seed)
         networks.resolve(cfg.agent.network, suite(games[0]))
     _note_revisits(games, orders)
-    _check_device(args.device)
-    check_writable(args.logdir)
+    fresh = _fresh_agent(args, games)
+    if not args.dry_run:
+        _check_device(args.device)
+        check_writable(args.logdir)
     random_draw = orders is not None
     spec = GridSpec(
         agents=list(args.agents),
@@ -653,7 +674,11 @@ def _compare(args: argparse.Namespace) -> int:
         eval_all_games=args.eval_all_games,
         checkpoint_every=args.checkpoint_every,
         checkpoint_replay=args.checkpoint_replay,
+        fresh_references=fresh,
+        fresh_games=list(dict.fromkeys(games)) if fresh is not None else [],
     )
+    if args.dry_run:
+        return _list_runs(spec, args.logdir)
     try:
         if args.backend == "ray":
             from ewc_rl.raytune import run_grid_ray
@@ -685,6 +710,56 @@ def _compare(args: argparse.Namespace) -> int:
     if failed:
         print(f"ewc-rl: {failed} run(s) failed; their logs are in {args.logdir / 'logs'}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _fresh_agent(args: argparse.Namespace, games: list[str]) -> str | None:
+    """The agent file of --fresh-references' runs, checked like the others; a note when the agents would disagree."""
+    from ewc_rl import networks
+    from ewc_rl.config import Config, load_config
+    from ewc_rl.envs import suite
+
+    if args.fresh_references is None:
+        return None
+    agent = args.fresh_references or args.agents[0]
+    cfg = load_config(agent, _overrides(args))
+    networks.resolve(cfg.agent.network, suite(games[0]))
+    if not args.fresh_references:  # not named: say so when another agent would train a different fresh network
+
+        def learner(c: Config) -> dict:
+            return {k: v for k, v in c.to_dict().items() if k in ("agent", "dqn")}
+
+        differ = [a for a in args.agents[1:] if learner(load_config(a, _overrides(args))) != learner(cfg)]
+        if differ:
+            print(
+                f"ewc-rl: note: the fresh references use {agent}'s settings; {', '.join(differ)} "
+                f"{'differs' if len(differ) == 1 else 'differ'} in [agent] or "
+                "[dqn]: name the agent to use with --fresh-references AGENT",
+                file=sys.stderr,
+            )
+    return agent
+
+
+def _list_runs(spec: GridSpec, logdir: Path) -> int:
+    """compare --dry-run: every run of the grid and what a real invocation would do with it; nothing is written."""
+    from ewc_rl.checkpoints import latest_path
+    from ewc_rl.grid import check_spec
+    from ewc_rl.tblog import is_complete
+
+    check_spec(logdir, spec)
+    cells = spec.cells()
+    print(f"plan: {len(cells)} runs in {logdir} (--dry-run: nothing is trained or written)")
+    for cell in cells:
+        path = cell.run_dir(logdir)
+        state = (
+            "finished"
+            if is_complete(path)
+            else "resume from checkpoint"
+            if path.exists() and latest_path(path) is not None
+            else "to run"
+        )
+        what = f"{cell.agent} on {cell.game} alone (fresh reference)" if cell.game else cell.agent
+        print(f"  {path}  {what}, seed {cell.seed}, {spec.steps_of(cell)} steps: {state}")
     return 0
 
 

@@ -1,7 +1,10 @@
 """Grids of runs (agents x settings x seeds), each exactly an ``ewc-rl train`` in ``<logdir>/<run>/seed-<s>/``.
 
 ``<run>`` is the agent's name, followed by ``+key=value`` for each ``--grid`` setting, so that
-``ewc-rl report`` and TensorBoard see every (agent, setting) as one line of the comparison.
+``ewc-rl report`` and TensorBoard see every (agent, setting) as one line of the comparison. With
+``--fresh-references`` the grid also holds one single-game run per game and seed, in
+``<logdir>/fresh/<game>/seed-<s>/`` (one level deeper than the runs, so ``report.load_runs`` never takes it for an
+agent): the baselines of the plasticity metric and forward transfer, shared by every agent.
 
 Two backends run the cells: ``local`` worker processes, the machine's cores divided between them
 (torch threads per worker = cores // workers, since two processes that each use every core slow each
@@ -24,6 +27,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from tqdm import tqdm
 
@@ -32,6 +36,8 @@ from ewc_rl.errors import UsageError
 from ewc_rl.progress import read_progress
 from ewc_rl.schedule import random_count
 from ewc_rl.tblog import is_complete, write_json
+
+FRESH = "fresh"  # <logdir>/fresh: the single-game reference runs; no agent may have this name
 
 
 class GridInterrupted(KeyboardInterrupt):
@@ -60,14 +66,13 @@ class GridSpec:
     schedule_seed: int | None = None
     checkpoint_every: int = 100_000
     checkpoint_replay: bool = False
+    fresh_references: str | None = None  # the agent whose settings the single-game reference runs use
+    fresh_games: list[str] = field(default_factory=list)  # their games: each game of the sequence once
 
     def identity(self) -> dict[str, object]:
-        """What must match for two invocations to be the same comparison (agents, seeds may grow)."""
-        return {
-            k: v
-            for k, v in asdict(self).items()
-            if k not in ("agents", "seeds", "checkpoint_every", "checkpoint_replay")
-        }
+        """What must match for two invocations to be the same comparison (agents, seeds, references may grow)."""
+        ignored = ("agents", "seeds", "checkpoint_every", "checkpoint_replay", "fresh_references", "fresh_games")
+        return {k: v for k, v in asdict(self).items() if k not in ignored}
 
     def variants(self) -> list[list[tuple[str, str]]]:
         """Each combination of ``grid`` values, as (key, value) pairs (one empty variant without a grid)."""
@@ -80,6 +85,10 @@ class GridSpec:
         cells = list(
             dict.fromkeys(Cell(a, s, tuple(v)) for a in self.agents for v in self.variants() for s in self.seeds)
         )
+        if any(cell.label == FRESH for cell in cells):
+            raise UsageError(f"the run name '{FRESH}' is kept for --fresh-references' runs; rename that agent file")
+        if self.fresh_references is not None:
+            cells += [Cell(self.fresh_references, s, game=g) for g in self.fresh_games for s in self.seeds]
         seen: dict[tuple[str, int], Cell] = {}
         for cell in cells:
             other = seen.setdefault((cell.label, cell.seed), cell)
@@ -95,25 +104,33 @@ class GridSpec:
         drawn = random_count(self.games[0]) if self.pool is not None else None
         return self.steps_per_game * self.cycles * (drawn or len(self.games))
 
+    def steps_of(self, cell: Cell) -> int:
+        """Agent steps of one run: a reference run trains its game once."""
+        return self.steps_per_game if cell.game is not None else self.steps_per_run()
+
 
 @dataclass(frozen=True)
 class Cell:
-    """One run of the grid."""
+    """One run of the grid: ``agent`` on the whole sequence, or, with ``game``, a fresh network on that game alone."""
 
     agent: str
     seed: int
     variant: tuple[tuple[str, str], ...] = ()
+    game: str | None = None
 
     @property
     def label(self) -> str:
-        """The run's name in reports: the agent, then ``+key=value`` per grid setting."""
+        """The run's name in reports: the agent, then ``+key=value`` per grid setting; ``fresh/<game>`` for a
+        reference run."""
+        if self.game is not None:
+            return f"{FRESH}/{self.game.replace('/', '-')}"
         return Path(self.agent).stem + "".join(f"+{k}={v}" for k, v in self.variant)
 
     def run_dir(self, logdir: Path) -> Path:
         return logdir / self.label / f"seed-{self.seed}"
 
     def log(self, logdir: Path) -> Path:
-        return logdir / "logs" / f"{self.label}-seed-{self.seed}.log"
+        return logdir / "logs" / f"{self.label.replace('/', '-')}-seed-{self.seed}.log"
 
 
 def parse_grid(items: list[str]) -> dict[str, list[str]]:
@@ -135,10 +152,9 @@ def parse_grid(items: list[str]) -> dict[str, list[str]]:
 def steps_done(spec: GridSpec, logdir: Path, cells: list[Cell], ended: set[Cell]) -> int:
     """Agent steps done over ``cells``: a finished run, or one whose process ``ended`` (failed runs too: their
     steps will not come), counts fully; any other as far as its progress file (:mod:`ewc_rl.progress`) says."""
-    per_run = spec.steps_per_run()
     done = 0
     for cell in cells:
-        path = cell.run_dir(logdir)
+        path, per_run = cell.run_dir(logdir), spec.steps_of(cell)
         if cell in ended or is_complete(path):
             done += per_run
         elif (progress := read_progress(path)) is not None:
@@ -147,17 +163,18 @@ def steps_done(spec: GridSpec, logdir: Path, cells: list[Cell], ended: set[Cell]
 
 
 def train_argv(spec: GridSpec, cell: Cell, logdir: Path, device: str, threads: int) -> list[str]:
-    """The ``ewc-rl train`` arguments of one grid cell (``--resume`` is added by whoever starts it)."""
+    """The ``ewc-rl train`` arguments of one grid cell (``--resume`` is added by whoever starts it); a reference
+    run trains its game once, with the comparison's --set overrides and evaluation settings."""
     argv = [
         "train",
         "--agent",
         cell.agent,
         "--games",
-        ",".join(spec.games),
+        ",".join(spec.games) if cell.game is None else cell.game,
         "--steps-per-game",
         str(spec.steps_per_game),
         "--cycles",
-        str(spec.cycles),
+        str(spec.cycles if cell.game is None else 1),
         "--seed",
         str(cell.seed),
         "--logdir",
@@ -176,7 +193,7 @@ def train_argv(spec: GridSpec, cell: Cell, logdir: Path, device: str, threads: i
         argv += ["--eval-episodes", str(spec.eval_episodes)]
     if spec.eval_all_games:
         argv.append("--eval-all-games")
-    if spec.pool is not None:
+    if spec.pool is not None and cell.game is None:
         argv += ["--pool", spec.pool, "--schedule-seed", str(spec.schedule_seed)]
     argv += ["--checkpoint-every", str(spec.checkpoint_every)]
     if spec.checkpoint_replay:
@@ -206,6 +223,12 @@ def check_spec(logdir: Path, spec: GridSpec) -> None:
             raise UsageError(
                 f"{logdir} holds a comparison with other settings ({', '.join(diff)} differ); use another --logdir"
             )
+        ran = saved.get("fresh_references")
+        if spec.fresh_references is not None and ran is not None and ran != spec.fresh_references:
+            raise UsageError(
+                f"{logdir}'s fresh references ran with agent {ran}, not {spec.fresh_references}; "
+                f"use --fresh-references {ran}, or another --logdir"
+            )
     elif logdir.exists() and any(p.name != "logs" for p in logdir.iterdir()):
         raise UsageError(f"--logdir {logdir} already holds files that are not a comparison; use another directory")
 
@@ -218,6 +241,8 @@ def pending(spec: GridSpec, logdir: Path) -> list[Cell]:
         **asdict(spec),
         "agents": sorted(set(spec.agents) | set(_saved(logdir, "agents"))),
         "seeds": sorted(set(spec.seeds) | set(_saved(logdir, "seeds"))),
+        "fresh_references": spec.fresh_references or _saved_value(logdir, "fresh_references"),
+        "fresh_games": spec.fresh_games or _saved(logdir, "fresh_games"),
     }
     write_json(logdir / "compare.json", saved)
     (logdir / "logs").mkdir(exist_ok=True)
@@ -239,7 +264,7 @@ def run_grid(spec: GridSpec, logdir: Path, *, workers: int, device: str = "auto"
     try:
         # One bar of agent steps over all runs (finished ones count fully): its rate and ETA are the grid's.
         with tqdm(
-            total=spec.steps_per_run() * len(cells),
+            total=sum(spec.steps_of(c) for c in cells),
             initial=steps_done(spec, logdir, cells, set()),
             unit="step",
             unit_scale=True,
@@ -322,7 +347,11 @@ class _Pool:
 
 
 def _saved(logdir: Path, key: str) -> list:
+    return list(_saved_value(logdir, key) or [])
+
+
+def _saved_value(logdir: Path, key: str) -> Any:
     try:
-        return list(json.loads((logdir / "compare.json").read_text()).get(key, []))
+        return json.loads((logdir / "compare.json").read_text()).get(key)
     except (OSError, ValueError):
-        return []
+        return None

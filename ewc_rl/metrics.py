@@ -7,6 +7,7 @@ not evaluated then. Formulas (docs/metrics.md has them with their sources):
     forgetting of j          R[last segment training j][j] - R[K-1][j]                (Continual World)
     isolated forgetting      F[k][j] = R[k-1][j] - R[k][j] for j not trained in k     (CORA)
     forward transfer of j    AUC_j - AUC_ref_j                                        (see docs/metrics.md)
+    plasticity of j          N[first segment training j][j] / N_ref_j   (None when N_ref_j <= 0.1; issue 16)
     clipped normalised sum   sum_j min(N[K-1][j], 1)                                  (Kirkpatrick et al. 2017)
 
 Scores are normalised where a reference exists (human for Atari, our reference agent for MinAtar; see
@@ -16,11 +17,17 @@ two units: when some games are normalised, the raw ones are left out and listed 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from ewc_rl.scores import normalize
 
 Matrix = list[list[float | None]]
+References = dict[str, dict[int | None, dict[str, Any]]]  # game -> seed (None: not recorded) -> single-game summary
+
+# A fresh reference below this normalised score did not learn the game: a ratio to it would be noise or a huge number.
+PLASTICITY_MIN_REFERENCE = 0.1
 
 
 def _mean(values: list[float | None]) -> float | None:
@@ -119,8 +126,41 @@ def forward_transfer(auc: float | None, auc_reference: float | None) -> float | 
     return auc - auc_reference
 
 
-def summarize(summary: dict[str, Any], references: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
-    """All metrics of one run from its summary.json; ``references`` maps games to single-game runs."""
+def plasticity(score: float | None, fresh: float | None) -> float | None:
+    """N / N_fresh: 1 = learned as well as a fresh network; ``None`` when the fresh one did not learn.
+
+    Both are normalised scores (0 = random policy), so the ratio is (s - random) / (s_fresh - random): a ratio of raw
+    returns would depend on where a game's scale starts (negative returns, a random score far from 0).
+    """
+    if score is None or fresh is None or fresh <= PLASTICITY_MIN_REFERENCE:
+        return None
+    return score / fresh
+
+
+def paired_reference(
+    by_seed: dict[int | None, dict[str, Any]], seed: int | None, value: Callable[[dict[str, Any]], float | None]
+) -> float | None:
+    """``value(reference)`` of the reference run with the same seed, or else its mean over every reference seed."""
+    if seed is not None and seed in by_seed:
+        return value(by_seed[seed])
+    return _mean([value(ref) for ref in by_seed.values()])
+
+
+def _first_segment_auc(reference: dict[str, Any], game: str) -> float | None:
+    return segment_auc(reference["eval_history"], game, 0)
+
+
+def fresh_score(reference: dict[str, Any]) -> float | None:
+    """A single-game run's normalised score when its (only) segment ended."""
+    matrix = reference.get("score_matrix") or []
+    if not matrix:
+        return None
+    game = reference["games"][0]
+    return normalize(game, matrix[0][reference["columns"].index(game)])
+
+
+def summarize(summary: dict[str, Any], references: References | None = None) -> dict[str, Any]:
+    """All metrics of one run from its summary.json; ``references`` maps games and seeds to single-game runs."""
     columns = summary["columns"]
     games = summary["games"][: len(summary["score_matrix"])]  # a run still going has fewer rows
     scores, units = metric_matrix(summary["score_matrix"], columns)
@@ -138,12 +178,18 @@ def summarize(summary: dict[str, Any], references: dict[str, dict[str, Any]] | N
         "clipped_normalized_sum": clipped_normalized_sum(norm[-1]) if norm else None,
     }
     if references:
-        transfer = {}
-        for game in columns:
-            ref = references.get(game)
-            first = games.index(game)
-            auc = segment_auc(summary["eval_history"], game, first)
-            auc_ref = segment_auc(ref["eval_history"], game, 0) if ref else None
+        seed = summary.get("seed")
+        transfer, fresh, ratio = {}, {}, {}
+        for j, game in enumerate(columns):
+            refs = references.get(game, {})
+            first = games.index(game) if game in games else None
+            auc = segment_auc(summary["eval_history"], game, first) if first is not None else None
+            auc_ref = paired_reference(refs, seed, partial(_first_segment_auc, game=game))
             transfer[game] = forward_transfer(auc, auc_ref)
+            fresh[game] = paired_reference(refs, seed, fresh_score)
+            ratio[game] = plasticity(norm[first][j] if first is not None else None, fresh[game])
         result["forward_transfer"] = transfer
+        result["fresh_score"] = fresh
+        result["plasticity"] = ratio
+        result["mean_plasticity"] = _mean(list(ratio.values()))
     return result

@@ -57,6 +57,7 @@ def run_grid_ray(
             "agent": c.agent,
             "seed": c.seed,
             "variant": [list(kv) for kv in c.variant],
+            "game": c.game,
             "logdir": str(root),
             "threads": cpus_per_run,
             "argv": train_argv(spec, c, root, device, cpus_per_run),
@@ -93,7 +94,7 @@ def run_grid_ray(
 
 
 def _cell(config: dict[str, Any]) -> Cell:
-    return Cell(config["agent"], int(config["seed"]), tuple((k, v) for k, v in config["variant"]))
+    return Cell(config["agent"], int(config["seed"]), tuple((k, v) for k, v in config["variant"]), config.get("game"))
 
 
 def _die_with_parent() -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ewc_rl.errors import UsageError
-from ewc_rl.metrics import metric_matrix, summarize
+from ewc_rl.metrics import PLASTICITY_MIN_REFERENCE, References, fresh_score, metric_matrix, summarize
 from ewc_rl.scores import normalize
 from ewc_rl.tblog import write_json
 
@@ -76,21 +76,25 @@ def load_runs(logdir: Path) -> dict[str, dict[int, dict[str, Any]]]:
     return runs
 
 
-def load_references(refdir: Path) -> dict[str, dict[str, Any]]:
-    """Single-game runs under ``refdir`` (any depth), by game: the baselines of forward transfer."""
-    refs: dict[str, dict[str, Any]] = {}
+def load_references(refdir: Path, required: bool = True) -> References:
+    """Single-game runs under ``refdir`` (any depth), by game and seed: the baselines of forward transfer and
+    plasticity. Of two runs with one game and seed, the first path in sorted order is used."""
+    refs: References = {}
     for path in sorted(refdir.glob("**/summary.json")):
         summary = json.loads(path.read_text())
         if summary.get("complete") and len(set(summary["games"])) == 1:
-            refs.setdefault(summary["games"][0], summary)
-    if not refs:
-        raise UsageError(f"no finished single-game runs under {refdir} to use as forward-transfer references")
+            refs.setdefault(summary["games"][0], {}).setdefault(summary.get("seed"), summary)
+    if not refs and required:
+        raise UsageError(f"no finished single-game runs under {refdir} to use as references")
     return refs
 
 
-def aggregate(
-    runs: dict[str, dict[int, dict[str, Any]]], references: dict[str, dict[str, Any]] | None = None
-) -> dict[str, Any]:
+def fresh_dir(logdir: Path) -> Path:
+    """Where ``compare --fresh-references`` puts its single-game runs: ``<logdir>/fresh/<game>/seed-<s>/``."""
+    return logdir / "fresh"
+
+
+def aggregate(runs: dict[str, dict[int, dict[str, Any]]], references: References | None = None) -> dict[str, Any]:
     """Per agent: every metric as mean +- 95% CI over seeds (the content of comparison.json)."""
     if not runs:
         raise UsageError("no finished runs (summary.json with complete=true) under that directory")
@@ -110,9 +114,9 @@ def aggregate(
             "units": metrics[0]["units"],
             "excluded_from_means": metrics[0]["excluded_from_means"],
         }
-        for key in SCALARS:
+        for key in SCALARS + (("mean_plasticity",) if references else ()):
             entry[key] = mean_ci([m[key] for m in metrics])
-        for key in ("forgetting", "final_score") + (("forward_transfer",) if references else ()):
+        for key in ("forgetting", "final_score") + (("forward_transfer", "plasticity") if references else ()):
             entry[key] = {g: mean_ci([m[key].get(g) for m in metrics]) for g in columns}
         matrices = [metric_matrix(runs[agent][s]["score_matrix"], columns)[0] for s in seeds]
         entry["score_matrix"] = [
@@ -120,7 +124,17 @@ def aggregate(
             for k in range(min(len(m) for m in matrices))
         ]
         out["agents"][agent] = entry
+    if references:  # each game's fresh runs, whatever the pairing: what the footnote of the plasticity table shows
+        out["fresh_references"] = {g: _fresh_stats(references.get(g, {})) for g in columns}
     return out
+
+
+def _fresh_stats(by_seed: dict[int | None, dict[str, Any]]) -> dict[str, Any]:
+    """One game's fresh runs: their normalised score over seeds, and the seeds where they did not learn the game."""
+    seeds = sorted(by_seed, key=lambda s: (s is None, s or 0))
+    scores = {s: fresh_score(by_seed[s]) for s in seeds}
+    unlearned = [s for s, v in scores.items() if v is not None and v <= PLASTICITY_MIN_REFERENCE]
+    return {**mean_ci(list(scores.values())), "seeds": seeds, "unlearned_seeds": unlearned}
 
 
 def _pm(stat: dict[str, Any]) -> str:
@@ -155,9 +169,41 @@ def ranking(comparison: dict[str, Any]) -> list[str]:
     return sorted(comparison["agents"], key=key)
 
 
+def _plastic_cell(agent: dict[str, Any]) -> str:
+    return f" {_pm(agent['mean_plasticity'])} |" if "mean_plasticity" in agent else ""
+
+
+def _seed_list(seeds: list[int | None]) -> str:
+    named = ", ".join("?" if s is None else str(s) for s in seeds)
+    return f"seed{'s' * (len(seeds) != 1)} {named}" if seeds else "no run"
+
+
+def _plasticity_notes(comparison: dict[str, Any]) -> list[str]:
+    """What the plasticity table divides by: each game's fresh runs, and the games where they did not learn."""
+    fresh = comparison.get("fresh_references", {})
+    scores = "; ".join(f"{g} {_pm(f).removesuffix(' (n=1)')} ({_seed_list(f['seeds'])})" for g, f in fresh.items())
+    unlearned = [f"{g} ({_seed_list(f['unlearned_seeds'])})" for g, f in fresh.items() if f["unlearned_seeds"]]
+    missing = [g for g, f in fresh.items() if f["mean"] is None]
+    note = (
+        "Plasticity: a game's normalised score when its first training segment ended divided by that of a fresh "
+        "network trained on the game alone (same steps, settings and seed; the mean over the fresh runs' seeds when "
+        "that seed has none): 1 = learned as well as from scratch. Mean plasticity: over the games with a value. "
+        f"Fresh runs' normalised score: {scores or 'none'}."
+    )
+    if unlearned:
+        note += (
+            f" No ratio (`-`, or fewer seeds in n) where a fresh run did not learn the game (normalised score ≤ "
+            f"{PLASTICITY_MIN_REFERENCE:g}: a ratio to it would be noise): {'; '.join(unlearned)}."
+        )
+    if missing:
+        note += f" `-` for {', '.join(missing)}: no fresh run, or no normalised score."
+    return ["", note]
+
+
 def to_markdown(comparison: dict[str, Any]) -> str:
     agents = comparison["agents"]
     cols = comparison["columns"]
+    plastic = (" mean plasticity |", "---|") if "mean_plasticity" in next(iter(agents.values())) else ("", "")
     seeds = sorted({len(a["seeds"]) for a in agents.values()})
     lines = [
         "# Comparison",
@@ -170,13 +216,13 @@ def to_markdown(comparison: dict[str, Any]) -> str:
         "more forgotten). Definitions: docs/metrics.md.",
         *_exclusions(agents),
         "",
-        "| agent | average performance | mean forgetting | clipped normalised sum | final game |",
-        "|---|---|---|---|---|",
+        "| agent | average performance | mean forgetting | clipped normalised sum | final game |" + plastic[0],
+        "|---|---|---|---|---|" + plastic[1],
     ]
     for name, a in agents.items():
         lines.append(
             f"| {name} | {_pm(a['average_performance'])} | {_pm(a['mean_forgetting'])} | "
-            f"{_pm(a['clipped_normalized_sum'])} | {_pm(a['final_game_score'])} |"
+            f"{_pm(a['clipped_normalized_sum'])} | {_pm(a['final_game_score'])} |" + _plastic_cell(a)
         )
     lines += [
         "",
@@ -185,16 +231,19 @@ def to_markdown(comparison: dict[str, Any]) -> str:
         "By mean average performance (higher first), then mean forgetting (lower first); for a --grid "
         "sweep, each row is one setting.",
         "",
-        "| rank | run | average performance | mean forgetting |",
-        "|---|---|---|---|",
+        "| rank | run | average performance | mean forgetting |" + plastic[0],
+        "|---|---|---|---|" + plastic[1],
     ]
     for rank, name in enumerate(ranking(comparison), 1):
         a = agents[name]
-        lines.append(f"| {rank} | {name} | {_pm(a['average_performance'])} | {_pm(a['mean_forgetting'])} |")
+        lines.append(
+            f"| {rank} | {name} | {_pm(a['average_performance'])} | {_pm(a['mean_forgetting'])} |" + _plastic_cell(a)
+        )
     tables = [
         ("forgetting", "Forgetting per game"),
         ("final_score", "Final score per game"),
         ("forward_transfer", "Forward transfer per game (vs single-game reference runs)"),
+        ("plasticity", "Plasticity per game (vs fresh single-game runs)"),
     ]
     for key, title in tables:
         if key not in next(iter(agents.values())):
@@ -202,6 +251,8 @@ def to_markdown(comparison: dict[str, Any]) -> str:
         lines += ["", f"## {title}", "", "| agent | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
         for name, a in agents.items():
             lines.append(f"| {name} | " + " | ".join(_pm(a[key][g]) for g in cols) + " |")
+        if key == "plasticity":
+            lines += _plasticity_notes(comparison)
     lines += [
         "",
         "## Score matrices",
@@ -311,11 +362,19 @@ def _steps(x: float) -> str:
 
 
 def write_report(logdir: Path, reference_dir: Path | None = None) -> dict[str, Path]:
-    """Write comparison.json, .md and .png into ``logdir``, and switches.md/.png where runs measured plasticity."""
+    """Write comparison.json, .md and .png into ``logdir``, and switches.md/.png where runs measured plasticity.
+
+    The references are ``reference_dir``'s single-game runs, or else those of ``compare --fresh-references`` when
+    ``<logdir>/fresh`` exists, so that ``ewc-rl report LOGDIR`` recomputes what ``compare`` wrote.
+    """
     if not logdir.is_dir():
         raise UsageError(f"no such directory: {logdir}")
     runs = load_runs(logdir)
-    comparison = aggregate(runs, load_references(reference_dir) if reference_dir else None)
+    if reference_dir is not None:
+        references: References | None = load_references(reference_dir)
+    else:
+        references = load_references(fresh_dir(logdir), required=False) if fresh_dir(logdir).is_dir() else None
+    comparison = aggregate(runs, references or None)
     paths = {"json": logdir / "comparison.json", "md": logdir / "comparison.md", "png": logdir / "comparison.png"}
     write_json(paths["json"], comparison)
     paths["md"].write_text(to_markdown(comparison))

@@ -63,3 +63,23 @@ def test_compare_returns_the_report_and_each_run(tmp_path):
     run = cmp.runs["minatar-dqn+dqn.gamma=0.9"][0]
     assert run.summary["settings"]["dqn"]["gamma"] == 0.9 and run.summary["settings"]["eval"]["episodes"] == 1
     assert set(cmp.ranking()) == set(cmp.runs) and type(run.model).__name__ == "DQN"
+
+
+def test_compare_can_run_the_fresh_references(tmp_path, monkeypatch):
+    import pytest
+
+    import ewc_rl.grid
+
+    specs = []
+
+    def fake_run_grid(spec, logdir, **kwargs):
+        specs.append(spec)
+        raise KeyboardInterrupt  # the grid is what is tested, not the training
+
+    monkeypatch.setattr(ewc_rl.grid, "run_grid", fake_run_grid)
+    for fresh, agent in ((True, "minatar-dqn"), ("minatar-ewc", "minatar-ewc")):
+        with pytest.raises(KeyboardInterrupt):
+            ewc_rl.compare(["minatar-dqn"], ["MinAtar/Breakout"], logdir=tmp_path, fresh_references=fresh)
+        cells = [c.run_dir(tmp_path) for c in specs[-1].cells()]
+        assert specs[-1].fresh_references == agent
+        assert cells == [tmp_path / "minatar-dqn" / "seed-0", tmp_path / "fresh" / "MinAtar-Breakout" / "seed-0"]

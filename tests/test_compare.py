@@ -304,6 +304,137 @@ def test_report_says_which_games_the_means_leave_out():
     assert "means over the normalised games only: Tetris (no reference score" in to_markdown(comparison)
 
 
+def test_report_lists_plasticity_per_game_with_the_fresh_runs_it_divides_by(tmp_path):
+    from ewc_rl.report import load_references, write_report
+
+    def run(games, seed, matrix):
+        return {
+            "complete": True,
+            "games": games,
+            "columns": games,
+            "steps_per_game": 10,
+            "seed": seed,
+            "eval_history": [],
+            "score_matrix": matrix,
+        }
+
+    # Pong: normalised 0.3 and 0.6 at the end of its first segment; Freeway's fresh runs never left 0 (random).
+    pong = [-20.7 + 35.3 * 0.3, -20.7 + 35.3 * 0.6]
+    for agent in ("dqn", "ewc"):
+        for seed in (0, 1):
+            path = tmp_path / "cmp" / agent / f"seed-{seed}"
+            path.mkdir(parents=True)
+            summary = run(["Pong", "Freeway"], seed, [[pong[seed], None], [-20.7, 10.0]])
+            (path / "summary.json").write_text(json.dumps(summary))
+    for game, scores in (("Pong", [-20.7 + 35.3 * 0.6, -20.7 + 35.3 * 0.8]), ("Freeway", [0.0, 1.0])):
+        for seed in (0, 1):
+            path = tmp_path / "cmp" / "fresh" / game / f"seed-{seed}"
+            path.mkdir(parents=True)
+            (path / "summary.json").write_text(json.dumps(run([game], seed, [[scores[seed]]])))
+    write_report(tmp_path / "cmp")  # <logdir>/fresh is used without being named
+    data = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
+    assert set(data["agents"]) == {"dqn", "ewc"}  # the fresh runs are not an agent
+    dqn = data["agents"]["dqn"]
+    assert [dqn["plasticity"]["Pong"]["mean"], dqn["plasticity"]["Pong"]["n"]] == [pytest.approx(0.625), 2]
+    assert dqn["plasticity"]["Freeway"] == {"mean": None, "ci95": None, "n": 0}  # fresh: 0 and 0.034 <= 0.1
+    assert dqn["mean_plasticity"] == mean_ci([0.3 / 0.6, 0.6 / 0.8])
+    assert data["fresh_references"]["Pong"]["mean"] == pytest.approx(0.7)
+    md = (tmp_path / "cmp" / "comparison.md").read_text()
+    assert "## Plasticity per game" in md and "| agent | average performance | mean forgetting | clipped" in md
+    assert (
+        "| final game | mean plasticity |" in md
+        and "| rank | run | average performance | mean forgetting | mean plasticity |" in md
+    )
+    pong = dqn["plasticity"]["Pong"]
+    assert f"| dqn | {pong['mean']:.3f} ± {pong['ci95']:.3f} | - |" in md  # the per-game table: Pong, Freeway
+    assert (
+        "where a fresh run did not learn the game (normalised score ≤ 0.1: a ratio to it would be noise): "
+        "Freeway (seeds 0, 1)." in md
+    )
+    assert data["fresh_references"]["Freeway"]["unlearned_seeds"] == [0, 1]
+    assert load_references(tmp_path / "cmp" / "fresh")["Pong"].keys() == {0, 1}
+    # --reference DIR overrides; the same runs named explicitly give the same report.
+    before = (tmp_path / "cmp" / "comparison.json").read_text()
+    write_report(tmp_path / "cmp", tmp_path / "cmp" / "fresh")
+    assert (tmp_path / "cmp" / "comparison.json").read_text() == before
+
+
+MINATAR = [
+    "--games",
+    "MinAtar/Breakout,MinAtar/Asterix",
+    "--steps-per-game",
+    "200",
+    "--eval-every",
+    "200",
+    "--eval-episodes",
+    "1",
+    "--set",
+    "dqn.learning_starts=100",
+    "--set",
+    "eval.max_episode_steps=100",
+    "--seeds",
+    "0",
+    "1",
+    "--no-progress",
+]
+
+
+def test_fresh_references_added_to_a_finished_comparison_give_plasticity_that_report_recomputes(tmp_path, capsys):
+    from ewc_rl.metrics import PLASTICITY_MIN_REFERENCE
+    from ewc_rl.scores import normalize
+
+    logdir = tmp_path / "cmp"
+    cmd = ["compare", "--agents", "minatar-dqn", "--logdir", str(logdir), *MINATAR]
+    assert main(cmd) == 0
+    assert "plasticity" not in json.loads((logdir / "comparison.json").read_text())["agents"]["minatar-dqn"]
+    stamps = {p: p.stat().st_mtime_ns for p in logdir.glob("*/seed-*/summary.json")}
+    capsys.readouterr()
+    # Bad input: one line, exit 2, nothing written (no reference run, compare.json untouched).
+    saved = (logdir / "compare.json").read_text()
+    assert main([*cmd, "--fresh-references", "no-such-agent"]) == 2
+    assert capsys.readouterr().err.startswith("ewc-rl: error: unknown agent 'no-such-agent'")
+    assert not (logdir / "fresh").exists() and (logdir / "compare.json").read_text() == saved
+    # The flag added later: only the 4 reference runs (2 games x 2 seeds) are trained, then the report is rewritten.
+    assert main([*cmd, "--fresh-references", "--dry-run"]) == 0
+    plan = capsys.readouterr().out
+    assert f"{logdir / 'fresh' / 'MinAtar-Asterix' / 'seed-1'}  minatar-dqn on MinAtar/Asterix alone" in plan
+    assert plan.count(": finished") == 2 and plan.count(": to run") == 4 and not (logdir / "fresh").exists()
+    assert main([*cmd, "--fresh-references"]) == 0
+    assert "2 of 6 runs already finished: skipped" in capsys.readouterr().err
+    assert stamps == {p: p.stat().st_mtime_ns for p in logdir.glob("*/seed-*/summary.json")}
+    refs = sorted(p.relative_to(logdir).as_posix() for p in logdir.glob("fresh/*/seed-*/summary.json"))
+    assert refs == [f"fresh/MinAtar-{g}/seed-{s}/summary.json" for g in ("Asterix", "Breakout") for s in (0, 1)]
+    data = json.loads((logdir / "comparison.json").read_text())
+    assert set(data["agents"]) == {"minatar-dqn"}
+    agent = data["agents"]["minatar-dqn"]
+    # Independently from the summaries: normalised first-segment score over the same seed's fresh run.
+    for j, game in enumerate(("MinAtar/Breakout", "MinAtar/Asterix")):
+        ratios = []
+        for seed in (0, 1):
+            run = json.loads((logdir / "minatar-dqn" / f"seed-{seed}" / "summary.json").read_text())
+            ref = json.loads((logdir / "fresh" / game.replace("/", "-") / f"seed-{seed}" / "summary.json").read_text())
+            assert ref["games"] == [game] and ref["steps_per_game"] == 200 and ref["seed"] == seed
+            fresh = normalize(game, ref["score_matrix"][0][0])
+            ratios.append(
+                normalize(game, run["score_matrix"][j][j]) / fresh if fresh > PLASTICITY_MIN_REFERENCE else None
+            )
+            if j == 0:  # the first game: the same agent, seed and steps as its fresh run, so the same score
+                assert run["score_matrix"][0][0] == ref["score_matrix"][0][0]
+        assert agent["plasticity"][game] == mean_ci(ratios)
+    assert "## Plasticity per game" in (logdir / "comparison.md").read_text()
+    # report recomputes the same numbers from the runs, <logdir>/fresh found by itself.
+    before = (logdir / "comparison.json").read_text()
+    (logdir / "comparison.json").unlink()
+    assert main(["report", str(logdir)]) == 0
+    assert (logdir / "comparison.json").read_text() == before
+    # References of another agent in the same directory, or other settings, are refused.
+    assert main([*cmd, "--fresh-references", "minatar-ewc"]) == 2
+    assert "fresh references ran with agent minatar-dqn" in capsys.readouterr().err
+    other = [a if a != "200" else "300" for a in cmd]
+    assert main([*other, "--fresh-references"]) == 2
+    assert "steps_per_game, eval_every differ" in capsys.readouterr().err
+
+
 def test_repeated_seeds_agents_and_grid_values_never_share_a_run_directory(tmp_path, capsys, monkeypatch):
     import ewc_rl.grid
 

@@ -88,7 +88,7 @@ def test_summarize_mixes_normalised_and_raw_columns():
         ],
     }
     ref = {"eval_history": [{"game": "Pong", "segment": 0, "mean": -20.7, "step": 200}]}
-    m = metrics.summarize(summary, references={"Pong": ref})
+    m = metrics.summarize(summary, references={"Pong": {None: ref}})
     assert m["units"] == {"Pong": "normalized", "Tetris": "raw"}
     assert m["forgetting"]["Pong"] == pytest.approx(0.5)  # 0.5 -> 0.0 normalised
     assert m["forgetting"]["Tetris"] == 0.0
@@ -97,3 +97,67 @@ def test_summarize_mixes_normalised_and_raw_columns():
     assert m["forward_transfer"]["Pong"] == pytest.approx(0.25)  # AUC 0.25 vs reference 0
     assert m["excluded_from_means"] == ["Tetris"] and m["average_performance"] == pytest.approx(0.0)
     assert m["forward_transfer"]["Tetris"] is None
+
+
+def single_game_run(game: str, seed: int | None, score: float) -> dict:
+    """A fabricated finished single-game run: ``score`` (raw) when its segment ended."""
+    history = [{"game": game, "segment": 0, "mean": score, "step": 10}]
+    return {
+        "complete": True,
+        "games": [game],
+        "columns": [game],
+        "seed": seed,
+        "score_matrix": [[score]],
+        "eval_history": history,
+    }
+
+
+def test_plasticity_is_a_ratio_of_normalised_scores_and_none_when_the_fresh_network_did_not_learn():
+    assert metrics.plasticity(0.5, 0.25) == pytest.approx(2.0)
+    assert metrics.plasticity(-0.1, 0.5) == pytest.approx(-0.2)  # worse than random: negative, not hidden
+    for unlearned in (0.1, 0.0, -0.2):  # at or below epsilon = 0.1, zero, negative: no ratio
+        assert metrics.plasticity(0.5, unlearned) is None
+    assert metrics.plasticity(None, 0.5) is None and metrics.plasticity(0.5, None) is None
+
+
+def test_plasticity_pairs_seeds_and_uses_normalised_scores():
+    # Pong (random -20.7, human 14.6), Breakout (1.7, 30.5), Freeway (0.0, 29.6); Tetris has no reference score.
+    seq = ["Pong", "Breakout", "Freeway", "Tetris"]
+    summary = {
+        "games": seq,
+        "columns": seq,
+        "seed": 1,
+        "eval_history": [{"game": "Pong", "segment": 0, "mean": -10.0, "step": 10}],
+        "score_matrix": [
+            [-10.0, None, None, None],
+            [-15.0, 1.7 + 28.8 * 0.3, None, None],
+            [-20.0, 1.7, 29.6 * 0.5, None],
+            [-20.0, 1.7, 29.6 * 0.4, 80.0],
+        ],
+    }
+    refs = {
+        "Pong": {0: single_game_run("Pong", 0, -21.0), 1: single_game_run("Pong", 1, -3.05)},
+        "Breakout": {
+            0: single_game_run("Breakout", 0, 1.7 + 28.8 * 0.5),
+            2: single_game_run("Breakout", 2, 1.7 + 28.8 * 0.7),
+        },
+        "Freeway": {1: single_game_run("Freeway", 1, 0.0)},
+        "Tetris": {1: single_game_run("Tetris", 1, 50.0)},
+    }
+    m = metrics.summarize(summary, refs)
+    # Pong, seed 1's own reference: (-10 + 20.7) / (-3.05 + 20.7); the raw ratio -10 / -3.05 = 3.3 would mean nothing.
+    assert m["plasticity"]["Pong"] == pytest.approx(10.7 / 17.65)
+    # Breakout has no seed-1 reference: the mean of seeds 0 and 2 (normalised 0.5 and 0.7), at its first segment's end.
+    assert m["fresh_score"]["Breakout"] == pytest.approx(0.6)
+    assert m["plasticity"]["Breakout"] == pytest.approx(0.3 / 0.6)
+    assert m["fresh_score"]["Freeway"] == pytest.approx(0.0) and m["plasticity"]["Freeway"] is None  # did not learn
+    assert m["plasticity"]["Tetris"] is None  # no normalised score
+    assert m["mean_plasticity"] == pytest.approx((10.7 / 17.65 + 0.5) / 2)
+    # Seed 0's own Pong reference scored below random (normalised -0.008): no ratio, not a huge negative number.
+    m0 = metrics.summarize({**summary, "seed": 0}, refs)
+    assert m0["fresh_score"]["Pong"] < 0 and m0["plasticity"]["Pong"] is None
+    assert m0["plasticity"]["Breakout"] == pytest.approx(0.3 / 0.5)  # seed 0 has its own Breakout reference
+    assert m0["mean_plasticity"] == pytest.approx(0.3 / 0.5)
+    # Forward transfer pairs seeds the same way: Pong's AUC minus its own seed's reference AUC.
+    assert m["forward_transfer"]["Pong"] == pytest.approx(10.7 / 35.3 - 0.5)
+    assert m0["forward_transfer"]["Pong"] == pytest.approx(10.7 / 35.3 - (-0.3 / 35.3))
