@@ -259,7 +259,7 @@ class MinAtarVecEnv(DummyVecEnv):
     buffers and the info list, a tenth of the MinAtar acting loop."""
 
     def _obs_from_buf(self) -> np.ndarray:
-        return np.copy(self.buf_obs[None])
+        return np.copy(self.buf_obs[None])  # type: ignore[index]  # SB3 keys a non-dict space's buffer by None
 
     def step_wait(self) -> VecEnvStepReturn:  # SB3's loop; only the copies at its end differ
         for i, env in enumerate(self.envs):
