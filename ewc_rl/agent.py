@@ -212,16 +212,49 @@ class ContinualDQN(DQN):
         SB3's ``DQN.predict`` flips one coin for the whole batch, so with ``n_envs > 1`` all environments would
         explore or exploit together. With one environment this draws the same random numbers as SB3's.
         """
-        if deterministic or isinstance(observation, dict) or not self.policy.is_vectorized_observation(observation):
+        if deterministic or not self._is_batch(observation):
             return super().predict(observation, state, episode_start, deterministic)
         n = len(observation)
         explore = np.random.rand(n) < self.exploration_rate
+        if n == 1:  # the usual case, without numpy's reductions below (same draws)
+            return (np.array([self.action_space.sample()]) if explore[0] else self._greedy(observation)), state
         if explore.all():
             return np.array([self.action_space.sample() for _ in range(n)]), state
         action = self._greedy(observation)
         for i in np.flatnonzero(explore):
             action[i] = self.action_space.sample()
         return action, state
+
+    def _is_batch(self, observation: Any) -> bool:
+        """SB3's ``is_vectorized_observation``, answered from the shape alone for an array batch of the space's
+        (channel-first) observations: SB3 re-inspects the space on every call, a tenth of MinAtar's acting time."""
+        shape = self.observation_space.shape
+        if isinstance(observation, np.ndarray) and shape is not None and observation.shape[1:] == shape:
+            return True
+        return not isinstance(observation, dict) and self.policy.is_vectorized_observation(observation)
+
+    def _store_transition(
+        self,
+        replay_buffer: ReplayBuffer,
+        buffer_action: np.ndarray,
+        new_obs: Any,
+        reward: np.ndarray,
+        dones: np.ndarray,
+        infos: list[dict[str, Any]],
+    ) -> None:
+        """SB3's, without its deep copy of every step's observations: both replay buffers copy what they store, so
+        only a batch in which an episode's terminal observation replaces a row needs a copy of its own."""
+        if self._vec_normalize_env is not None or not isinstance(new_obs, np.ndarray):
+            return super()._store_transition(replay_buffer, buffer_action, new_obs, reward, dones, infos)
+        next_obs = new_obs
+        for i in np.flatnonzero(dones):
+            terminal = infos[i].get("terminal_observation")
+            if terminal is not None:
+                next_obs = new_obs.copy() if next_obs is new_obs else next_obs
+                next_obs[i] = terminal
+        self._last_original_obs = self._last_obs
+        replay_buffer.add(self._last_obs, next_obs, buffer_action, reward, dones, infos)  # type: ignore[arg-type]  # set by SB3's learn
+        self._last_obs = new_obs
 
     # -- learning ------------------------------------------------------------------------------------
 
@@ -270,7 +303,9 @@ class ContinualDQN(DQN):
                     continue
                 shown = ", ".join(f"{k}={v}" for k, v in values.items())
                 raise NonFiniteLossError(f"non-finite loss at step {self.num_timesteps}: {shown}")
-            th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+            # The online network's parameters are those of the policy that have gradients (the target's never do),
+            # in the same order; SB3 passes the policy's, twice as many to filter on every update.
+            th.nn.utils.clip_grad_norm_(self.q_net.parameters(), self.max_grad_norm)
             self.policy.optimizer.step()
             for method in self.methods:
                 method.after_step(self)

@@ -17,11 +17,13 @@ import difflib
 import functools
 import os
 import re
+import sys
 import time
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from stable_baselines3.common.vec_env import DummyVecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvStepReturn
 
 from ewc_rl.config import EnvConfig
@@ -234,14 +236,43 @@ class MinAtarPlanes(gym.ObservationWrapper):
 def _register_minatar() -> None:
     import logging
 
+    # minatar imports seaborn for its own display only (this suite draws MinAtar frames itself: ewc_rl/watch.py),
+    # about a second of every run's start-up; a None in sys.modules makes that import fail, as if not installed.
+    hidden = "seaborn" not in sys.modules
+    if hidden:
+        sys.modules["seaborn"] = None  # type: ignore[assignment]  # Python's documented way to block an import
     try:
-        logging.disable(logging.WARNING)  # minatar.gym warns about seaborn, needed only for pixel rendering
+        logging.disable(logging.WARNING)  # minatar warns that it cannot render without seaborn
         import minatar.gym
     except ImportError:
         raise UsageError('MinAtar games need the minatar package: pip install "ewc_rl[minatar]"') from None
     finally:
         logging.disable(logging.NOTSET)
+        if hidden:
+            del sys.modules["seaborn"]  # importable again for anyone else
     minatar.gym.register_envs()
+
+
+class MinAtarVecEnv(DummyVecEnv):
+    """SB3's ``DummyVecEnv`` without deep copies on every step: the observations are returned as one array copy,
+    the infos (new dicts from the environments at every step) as shallow copies. SB3 deep-copies a dict of
+    buffers and the info list, a tenth of the MinAtar acting loop."""
+
+    def _obs_from_buf(self) -> np.ndarray:
+        return np.copy(self.buf_obs[None])  # type: ignore[index]  # SB3 keys a non-dict space's buffer by None
+
+    def step_wait(self) -> VecEnvStepReturn:  # SB3's loop; only the copies at its end differ
+        for i, env in enumerate(self.envs):
+            obs, self.buf_rews[i], terminated, truncated, info = env.step(self.actions[i])
+            self.buf_dones[i] = terminated or truncated
+            info["TimeLimit.truncated"] = truncated and not terminated
+            if self.buf_dones[i]:
+                info["terminal_observation"] = obs
+                obs, self.reset_infos[i] = env.reset()
+            self.buf_infos[i] = info
+            self._save_obs(i, obs)
+        infos = [dict(info) for info in self.buf_infos]
+        return self._obs_from_buf(), np.copy(self.buf_rews), np.copy(self.buf_dones), infos
 
 
 def _minatar_env(game: str, cfg: EnvConfig, *, training: bool, seed: int, max_episode_steps: int) -> gym.Env:
@@ -281,11 +312,9 @@ def make_env(
     budget when several runs share the machine.
     """
     if suite(game) == "minatar":
-        from stable_baselines3.common.vec_env import DummyVecEnv
-
         _register_minatar()
         base = 0 if seed is None else seed
-        vec = DummyVecEnv(
+        vec = MinAtarVecEnv(
             [
                 functools.partial(
                     _minatar_env, game, cfg, training=training, seed=base + i, max_episode_steps=max_episode_steps

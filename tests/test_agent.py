@@ -217,3 +217,37 @@ def test_revisit_with_kept_memory_needs_no_second_warm_up():
     agent.end_segment("A", keep_replay=False)
     agent.begin_segment(_env(1), "B", 20)
     assert agent.learning_starts == 80 + 30  # B's memory was freed: warm up again
+
+
+def test_storing_transitions_keeps_what_sb3_stores():
+    """The store without SB3's deep copy: the same replay contents (terminal observations as the next observations
+    of the steps that end episodes), and the step's observations, the next step's first, left untouched."""
+    from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+
+    def env():
+        return DummyVecEnv([lambda i=i: TinyImageEnv(length=3 + i, seed_offset=i) for i in range(2)])
+
+    agents = [_agent(env=env()), _agent(env=env())]
+    stores = (ContinualDQN._store_transition, OffPolicyAlgorithm._store_transition)
+    for agent, store in zip(agents, stores, strict=True):
+        agent._last_obs = agent.env.reset()
+        for t in range(12):
+            actions = np.array([t % 18, 5 * t % 18])
+            new_obs, rewards, dones, infos = agent.env.step(actions)
+            before = new_obs.copy()
+            store(agent, agent.replay_buffer, actions, new_obs, rewards, dones, infos)
+            assert np.array_equal(new_obs, before) and agent._last_obs is new_obs
+    ours, sb3 = (agent.replay_buffer for agent in agents)
+    assert ours.pos == sb3.pos == 12 and ours.dones[:12].sum() == 7  # episodes of 3 and 4 steps ended
+    for name in ("observations", "next_observations", "actions", "rewards", "dones", "timeouts"):
+        assert np.array_equal(getattr(ours, name), getattr(sb3, name)), name
+
+
+def test_gradient_clipping_covers_the_policy_parameters_with_gradients():
+    """train() clips the online network's parameters: exactly the policy's that have gradients, in their order
+    (the order of the norms clip_grad_norm_ sums), so the clipped update is SB3's bit for bit."""
+    agent = _agent(double_dqn=True)
+    agent.learn(total_timesteps=60)
+    with_grad = [p for p in agent.policy.parameters() if p.grad is not None]
+    assert len(with_grad) == len(list(agent.q_net.parameters())) > 0
+    assert all(a is b for a, b in zip(with_grad, agent.q_net.parameters(), strict=True))

@@ -112,6 +112,46 @@ def test_minatar_training_rewards_clipped_evaluation_raw():
     assert ends and steps[ends[0]][3][0]["episode"]["r"] == sum(float(r[0]) for _, r, _, _ in steps[: ends[0] + 1])
 
 
+def test_minatar_vec_env_steps_as_sb3s_dummy_vec_env():
+    """MinAtar's vector env skips DummyVecEnv's deep copies: same steps, and no returned array changes later."""
+    import functools
+
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from ewc_rl.envs import MinAtarVecEnv, _minatar_env
+
+    def fns():
+        game, cfg = "MinAtar/Breakout", EnvConfig()
+        return [functools.partial(_minatar_env, game, cfg, training=True, seed=s, max_episode_steps=40) for s in (0, 1)]
+
+    ours, sb3 = MinAtarVecEnv(fns()), DummyVecEnv(fns())
+    ours.seed(3)
+    sb3.seed(3)
+    assert np.array_equal(ours.reset(), sb3.reset())
+    rng, returned, ends = np.random.default_rng(0), [], 0
+    for _ in range(300):
+        actions = rng.integers(0, 6, size=2)
+        (o1, r1, d1, i1), (o2, r2, d2, i2) = ours.step(actions), sb3.step(actions)
+        assert np.array_equal(o1, o2) and np.array_equal(r1, r2) and np.array_equal(d1, d2)
+        for a, b in zip(i1, i2, strict=True):
+            assert sorted(a) == sorted(b) and a["TimeLimit.truncated"] == b["TimeLimit.truncated"]
+            if "terminal_observation" in a:
+                assert np.array_equal(a["terminal_observation"], b["terminal_observation"])
+                assert (a["episode"]["r"], a["episode"]["l"]) == (b["episode"]["r"], b["episode"]["l"])
+                ends += 1
+        returned.append((o1, o1.copy(), i1, [dict(i) for i in i1]))
+    assert ends > 4
+    assert all(np.array_equal(o, copy) and infos == copies for o, copy, infos, copies in returned)
+
+
+def test_minatar_leaves_seaborn_importable():
+    """minatar's import of seaborn is blocked while it loads (start-up time), and unblocked afterwards."""
+    import sys
+
+    make_env("MinAtar/Breakout", EnvConfig(), training=False, seed=0).close()
+    assert sys.modules.get("seaborn", "absent") is not None
+
+
 @pytest.mark.parametrize(
     "name, game",
     [
