@@ -8,6 +8,8 @@ not evaluated then. Formulas (docs/metrics.md has them with their sources):
     isolated forgetting      F[k][j] = R[k-1][j] - R[k][j] for j not trained in k     (CORA)
     forward transfer of j    AUC_j - AUC_ref_j                                        (see docs/metrics.md)
     plasticity of j          N[first segment training j][j] / N_ref_j   (None when N_ref_j <= 0.1; issue 16)
+    retention of j           clip(N[K-1][j] / N[last segment training j][j], 0, 1)   (j not trained last; None when
+                             the denominator is below 0.1; issue 18)
     clipped normalised sum   sum_j min(N[K-1][j], 1)                                  (Kirkpatrick et al. 2017)
 
 Scores are normalised where a reference exists (human for Atari, our reference agent for MinAtar; see
@@ -28,6 +30,8 @@ References = dict[str, dict[int | None, dict[str, Any]]]  # game -> seed (None: 
 
 # A fresh reference below this normalised score did not learn the game: a ratio to it would be noise or a huge number.
 PLASTICITY_MIN_REFERENCE = 0.1
+# A game below this normalised score when its last segment ended learned nothing to keep: retention leaves it out.
+RETENTION_MIN_SCORE = 0.1
 
 
 def _mean(values: list[float | None]) -> float | None:
@@ -95,6 +99,34 @@ def isolated_forgetting(matrix: Matrix, segment_games: list[str], columns: list[
                 for j, game in enumerate(columns)
             ]
         )
+    return out
+
+
+def kept(at_segment_end: float | None, final: float | None) -> float | None:
+    """The share of a game's end-of-segment normalised score still there at the end, clipped to [0, 1].
+
+    Clipped at 1: a game that improved later (transfer from the games after it) was kept, not "more than kept", and
+    one such game must not hide another one's loss in the mean. Clipped at 0: below a random policy nothing is kept.
+    ``None`` when the game scored below :data:`RETENTION_MIN_SCORE` at its segment's end: nothing was learned, so
+    there is nothing to keep, and a ratio to a score near 0 would be noise.
+    """
+    if at_segment_end is None or final is None or at_segment_end < RETENTION_MIN_SCORE:
+        return None
+    return min(max(final / at_segment_end, 0.0), 1.0)
+
+
+def retention(normalized: Matrix, segment_games: list[str], columns: list[str]) -> list[float | None]:
+    """Per game: :func:`kept` from the end of the game's last training segment to the end of the sequence.
+
+    ``None`` for the game trained last (nothing came after it), games never trained, and games without a normalised
+    score (``normalized`` has ``None`` there): a ratio of raw returns depends on where the game's scale starts, and
+    the 0.1 threshold has no meaning in raw points.
+    """
+    out: list[float | None] = []
+    for j, game in enumerate(columns):
+        trained = [k for k, g in enumerate(segment_games) if g == game]
+        earlier = bool(trained) and game != segment_games[-1]
+        out.append(kept(normalized[trained[-1]][j], normalized[-1][j]) if earlier else None)
     return out
 
 
@@ -166,6 +198,7 @@ def summarize(summary: dict[str, Any], references: References | None = None) -> 
     scores, units = metric_matrix(summary["score_matrix"], columns)
     norm = normalized_matrix(summary["score_matrix"], columns)
     forgetting_values = forgetting(scores, games, columns)
+    retention_values: list[float | None] = retention(norm, games, columns) if norm else [None] * len(columns)
     result: dict[str, Any] = {
         "units": dict(zip(columns, units, strict=True)),
         "excluded_from_means": [g for g, k in zip(columns, comparable(units), strict=True) if not k],
@@ -176,6 +209,8 @@ def summarize(summary: dict[str, Any], references: References | None = None) -> 
         "mean_forgetting": mean_forgetting(forgetting_values, units),
         "isolated_forgetting": isolated_forgetting(scores, games, columns),
         "clipped_normalized_sum": clipped_normalized_sum(norm[-1]) if norm else None,
+        "retention_per_game": dict(zip(columns, retention_values, strict=True)),
+        "retention": _mean(retention_values),
     }
     if references:
         seed = summary.get("seed")

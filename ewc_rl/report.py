@@ -14,11 +14,18 @@ from pathlib import Path
 from typing import Any
 
 from ewc_rl.errors import UsageError
-from ewc_rl.metrics import PLASTICITY_MIN_REFERENCE, References, fresh_score, metric_matrix, summarize
+from ewc_rl.metrics import (
+    PLASTICITY_MIN_REFERENCE,
+    RETENTION_MIN_SCORE,
+    References,
+    fresh_score,
+    metric_matrix,
+    summarize,
+)
 from ewc_rl.scores import normalize
 from ewc_rl.tblog import write_json
 
-SCALARS = ("average_performance", "mean_forgetting", "clipped_normalized_sum", "final_game_score")
+SCALARS = ("average_performance", "mean_forgetting", "clipped_normalized_sum", "final_game_score", "retention")
 
 
 def t_central_probability(t: float, df: int) -> float:
@@ -116,7 +123,8 @@ def aggregate(runs: dict[str, dict[int, dict[str, Any]]], references: References
         }
         for key in SCALARS + (("mean_plasticity",) if references else ()):
             entry[key] = mean_ci([m[key] for m in metrics])
-        for key in ("forgetting", "final_score") + (("forward_transfer", "plasticity") if references else ()):
+        per_game = ("forgetting", "retention_per_game", "final_score")
+        for key in per_game + (("forward_transfer", "plasticity") if references else ()):
             entry[key] = {g: mean_ci([m[key].get(g) for m in metrics]) for g in columns}
         matrices = [metric_matrix(runs[agent][s]["score_matrix"], columns)[0] for s in seeds]
         entry["score_matrix"] = [
@@ -213,17 +221,25 @@ def to_markdown(comparison: dict[str, Any]) -> str:
         "Scores are normalised (0 = random policy, 1 = reference: human for Atari, a single-game agent for "
         "MinAtar; ewc_rl/scores.py) where a reference exists, raw otherwise. "
         "Forgetting: score when the game's last training segment ended minus score at the end (higher = "
-        "more forgotten). Definitions: docs/metrics.md.",
+        "more forgotten). Retention: the mean over the earlier games (all but the one trained last) of the final "
+        "normalised score over the one when the game's last training segment ended, each clipped to [0, 1] "
+        f"(1 = all kept), games below {RETENTION_MIN_SCORE:g} then or without a normalised score left out. "
+        "Definitions: docs/metrics.md.",
         *_exclusions(agents),
         "",
-        "| agent | average performance | mean forgetting | clipped normalised sum | final game |" + plastic[0],
-        "|---|---|---|---|---|" + plastic[1],
+        "| agent | average performance | mean forgetting | clipped normalised sum | final game | retention |"
+        + plastic[0],
+        "|---|---|---|---|---|---|" + plastic[1],
     ]
     for name, a in agents.items():
         lines.append(
             f"| {name} | {_pm(a['average_performance'])} | {_pm(a['mean_forgetting'])} | "
-            f"{_pm(a['clipped_normalized_sum'])} | {_pm(a['final_game_score'])} |" + _plastic_cell(a)
+            f"{_pm(a['clipped_normalized_sum'])} | {_pm(a['final_game_score'])} | {_pm(a['retention'])} |"
+            + _plastic_cell(a)
         )
+    from ewc_rl import tradeoff  # it imports this module's plotting helpers
+
+    lines += ["", tradeoff.caption(comparison)]
     lines += [
         "",
         "## Ranking",
@@ -231,16 +247,18 @@ def to_markdown(comparison: dict[str, Any]) -> str:
         "By mean average performance (higher first), then mean forgetting (lower first); for a --grid "
         "sweep, each row is one setting.",
         "",
-        "| rank | run | average performance | mean forgetting |" + plastic[0],
-        "|---|---|---|---|" + plastic[1],
+        "| rank | run | average performance | mean forgetting | retention |" + plastic[0],
+        "|---|---|---|---|---|" + plastic[1],
     ]
     for rank, name in enumerate(ranking(comparison), 1):
         a = agents[name]
         lines.append(
-            f"| {rank} | {name} | {_pm(a['average_performance'])} | {_pm(a['mean_forgetting'])} |" + _plastic_cell(a)
+            f"| {rank} | {name} | {_pm(a['average_performance'])} | {_pm(a['mean_forgetting'])} | "
+            f"{_pm(a['retention'])} |" + _plastic_cell(a)
         )
     tables = [
         ("forgetting", "Forgetting per game"),
+        ("retention_per_game", "Retention per game"),
         ("final_score", "Final score per game"),
         ("forward_transfer", "Forward transfer per game (vs single-game reference runs)"),
         ("plasticity", "Plasticity per game (vs fresh single-game runs)"),
@@ -253,6 +271,13 @@ def to_markdown(comparison: dict[str, Any]) -> str:
             lines.append(f"| {name} | " + " | ".join(_pm(a[key][g]) for g in cols) + " |")
         if key == "plasticity":
             lines += _plasticity_notes(comparison)
+        if key == "retention_per_game":
+            lines += [
+                "",
+                "Final normalised score over the one when the game's last training segment ended, clipped to [0, 1]. "
+                f"`-`: the game trained last, or below {RETENTION_MIN_SCORE:g} when its segment ended in every seed "
+                "(nothing learned, nothing to keep; such a seed does not count in n), or no normalised score.",
+            ]
     lines += [
         "",
         "## Score matrices",
@@ -362,7 +387,8 @@ def _steps(x: float) -> str:
 
 
 def write_report(logdir: Path, reference_dir: Path | None = None) -> dict[str, Path]:
-    """Write comparison.json, .md and .png into ``logdir``, and switches.md/.png where runs measured plasticity.
+    """Write comparison.json, .md and .png into ``logdir``, tradeoff.png when there are fresh references, and
+    switches.md/.png where runs measured the plasticity diagnostics.
 
     The references are ``reference_dir``'s single-game runs, or else those of ``compare --fresh-references`` when
     ``<logdir>/fresh`` exists, so that ``ewc-rl report LOGDIR`` recomputes what ``compare`` wrote.
@@ -379,8 +405,9 @@ def write_report(logdir: Path, reference_dir: Path | None = None) -> dict[str, P
     write_json(paths["json"], comparison)
     paths["md"].write_text(to_markdown(comparison))
     plot(runs, paths["png"])
-    from ewc_rl import switches  # it imports this module's statistics
+    from ewc_rl import switches, tradeoff  # they import this module's statistics and plotting helpers
 
+    paths.update(tradeoff.write(comparison, logdir))
     paths.update(switches.write(runs, logdir))
     return paths
 

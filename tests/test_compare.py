@@ -304,6 +304,33 @@ def test_report_says_which_games_the_means_leave_out():
     assert "means over the normalised games only: Tetris (no reference score" in to_markdown(comparison)
 
 
+def test_report_gives_retention_over_seeds_per_agent_and_per_game():
+    def run(pong_kept: float) -> dict:  # Pong normalised 0.5 after its segment, then pong_kept of it at the end
+        return {
+            "complete": True,
+            "games": ["Pong", "Breakout"],
+            "columns": ["Pong", "Breakout"],
+            "steps_per_game": 10,
+            "eval_history": [],
+            "score_matrix": [[-20.7 + 35.3 * 0.5, None], [-20.7 + 35.3 * 0.5 * pong_kept, 1.7 + 28.8 * 0.4]],
+        }
+
+    comparison = aggregate({"dqn": {0: run(0.2), 1: run(0.6), 2: run(1.4)}})  # the last one is kept, clipped to 1
+    agent = comparison["agents"]["dqn"]
+    stat = mean_ci([0.2, 0.6, 1.0])
+    assert agent["retention"]["mean"] == pytest.approx(stat["mean"]) and agent["retention"]["n"] == 3
+    assert agent["retention"]["ci95"] == pytest.approx(stat["ci95"])
+    assert agent["retention_per_game"]["Pong"]["mean"] == pytest.approx(0.6)
+    assert agent["retention_per_game"]["Breakout"] == {"mean": None, "ci95": None, "n": 0}  # trained last
+    md = to_markdown(comparison)
+    cell = f"{stat['mean']:.3f} ± {stat['ci95']:.3f}"
+    assert "| final game | retention |" in md and f"| 0.400 ± 0.000 | {cell} |" in md  # final game, retention
+    assert "| rank | run | average performance | mean forgetting | retention |" in md
+    assert md.count(cell) == 3  # the agent table, the ranking, the per-game table
+    assert f"## Retention per game\n\n| agent | Pong | Breakout |\n|---|---|---|\n| dqn | {cell} | - |" in md
+    assert "No trade-off figure (`tradeoff.png`, retention against plasticity)" in md  # no fresh references
+
+
 def test_report_lists_plasticity_per_game_with_the_fresh_runs_it_divides_by(tmp_path):
     from ewc_rl.report import load_references, write_report
 
@@ -342,8 +369,8 @@ def test_report_lists_plasticity_per_game_with_the_fresh_runs_it_divides_by(tmp_
     md = (tmp_path / "cmp" / "comparison.md").read_text()
     assert "## Plasticity per game" in md and "| agent | average performance | mean forgetting | clipped" in md
     assert (
-        "| final game | mean plasticity |" in md
-        and "| rank | run | average performance | mean forgetting | mean plasticity |" in md
+        "| final game | retention | mean plasticity |" in md
+        and "| rank | run | average performance | mean forgetting | retention | mean plasticity |" in md
     )
     pong = dqn["plasticity"]["Pong"]
     assert f"| dqn | {pong['mean']:.3f} ± {pong['ci95']:.3f} | - |" in md  # the per-game table: Pong, Freeway

@@ -161,3 +161,48 @@ def test_plasticity_pairs_seeds_and_uses_normalised_scores():
     # Forward transfer pairs seeds the same way: Pong's AUC minus its own seed's reference AUC.
     assert m["forward_transfer"]["Pong"] == pytest.approx(10.7 / 35.3 - 0.5)
     assert m0["forward_transfer"]["Pong"] == pytest.approx(10.7 / 35.3 - (-0.3 / 35.3))
+
+
+def test_kept_clips_to_zero_and_one_and_leaves_out_games_that_learned_nothing():
+    assert metrics.kept(0.5, 0.4) == pytest.approx(0.8)
+    assert metrics.kept(0.5, 0.9) == 1.0  # better at the end than after its segment: kept, not "more than kept"
+    assert metrics.kept(0.5, -0.1) == 0.0  # below a random policy: nothing kept, not a negative share
+    assert metrics.kept(0.1, 0.05) == pytest.approx(0.5)  # 0.1 itself is not below 0.1
+    assert metrics.kept(0.099, 0.05) is None and metrics.kept(-0.2, 0.3) is None  # nothing learned, nothing to keep
+    assert metrics.kept(None, 0.3) is None and metrics.kept(0.3, None) is None
+
+
+def test_retention_uses_each_games_last_segment_and_normalised_scores_only():
+    # --cycles 2 over Pong, Freeway, Tetris (no reference score), Boxing, Breakout: ten segments, Breakout last.
+    seq = ["Pong", "Freeway", "Tetris", "Boxing", "Breakout"]
+    raw = {"Pong": (-20.7, 35.3), "Freeway": (0.0, 29.6), "Boxing": (0.1, 12.0), "Breakout": (1.7, 28.8)}
+
+    def score(game: str, n: float) -> float:  # the raw return of normalised score n
+        return raw[game][0] + raw[game][1] * n
+
+    matrix = [[score(g, 0.35) if g in raw else 30.0 for g in seq] for _ in range(10)]  # what no ratio below reads
+    # Normalised scores where each game's first and last segment ended, and at the end (row 9).
+    for g, first, last, final in (
+        ("Pong", 0.9, 0.5, 0.8),  # last segment (5): 0.8 / 0.5 = 1.6, clipped to 1 (the first segment would give 0.89)
+        ("Freeway", 0.05, 0.4, 0.3),  # 0.3 / 0.4 = 0.75 (the first segment, below 0.1, would leave it out)
+        ("Boxing", 0.6, 0.08, 0.3),  # below 0.1 when its last segment (8) ended: left out (the first would give 0.5)
+        ("Breakout", 0.5, 0.9, 0.45),  # trained last: nothing came after it, no retention
+    ):
+        j = seq.index(g)
+        matrix[j][j], matrix[j + 5][j], matrix[9][j] = score(g, first), score(g, last), score(g, final)
+    j = seq.index("Tetris")
+    matrix[j][j], matrix[j + 5][j], matrix[9][j] = 200.0, 100.0, 50.0  # raw: a ratio of points is left out
+    summary = {"games": seq * 2, "columns": seq, "eval_history": [], "score_matrix": matrix}
+    m = metrics.summarize(summary)
+    assert m["retention_per_game"] == {
+        "Pong": 1.0,
+        "Freeway": pytest.approx(0.75),
+        "Tetris": None,
+        "Boxing": None,
+        "Breakout": None,
+    }
+    assert m["retention"] == pytest.approx((1.0 + 0.75) / 2)
+    # No game qualifies (every game raw; or the only normalised game trained last): None, not 0.
+    for games in (["T1", "T2"], ["Tetris", "Pong"]):
+        two = {"games": games, "columns": games, "eval_history": [], "score_matrix": [[40.0, None], [10.0, 6.0]]}
+        assert metrics.summarize(two)["retention"] is None
