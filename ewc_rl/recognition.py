@@ -35,26 +35,11 @@ The state is arrays and integers only (:meth:`Recognizer.state_dict`), for the c
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ewc_rl.config import setting
-
-INFERENCE = ("labels", "inferred")
-
-
-@dataclass
-class RecognitionSettings:
-    """Section ``[recognition]``: the task recogniser used when ``agent.task_inference = "inferred"``."""
-
-    window: int = setting(32, min=2)  # frames whose scores are summed for the switch decision
-    threshold: float = setting(50.0, above=0)  # nats by which a challenger must beat the current context
-    alpha: float = setting(0.1, above=0)  # symmetric Dirichlet prior of each pixel's categorical distribution
-    size: int = setting(42, min=1)  # Atari frames are averaged down to size x size (must divide the frame side)
-    levels: int = setting(8, min=2, max=256)  # grey levels of an Atari pixel after averaging
-    max_contexts: int = setting(16, min=1)  # contexts at most (and the per-game layers' slots in inferred mode)
+from ewc_rl.config import RecognitionConfig
 
 
 class Quantizer:
@@ -85,8 +70,8 @@ class Quantizer:
 class Recognizer:
     """The windowed Forget-Me-Not recogniser: :meth:`observe` a frame, get the current context's index."""
 
-    def __init__(self, shape: tuple[int, ...], settings: RecognitionSettings | None = None) -> None:
-        self.settings = s = settings if settings is not None else RecognitionSettings()
+    def __init__(self, shape: tuple[int, ...], settings: RecognitionConfig | None = None) -> None:
+        self.settings = s = settings if settings is not None else RecognitionConfig()
         self.quantize = Quantizer(shape, s.size, s.levels)
         P, V, K, W = self.quantize.n_pixels, self.quantize.n_values, s.max_contexts, s.window
         self.n_pixels, self.n_values = P, V
@@ -166,7 +151,7 @@ class Recognizer:
         them best takes them (the current one again: a false alarm), unless the untrained model explains them
         better still (a new context)."""
         best = int(np.argmax(evidence[:-1]))
-        if evidence[-1] > evidence[best]:
+        if evidence[-1] > evidence[best] + self.settings.threshold:
             best = self.n_contexts
             self.n_contexts += 1
         for x in self.frames[: self.filled]:
@@ -242,3 +227,46 @@ def context_key(k: int) -> str:
 
 def context_index(key: str) -> int:
     return int(key.removeprefix("context-"))
+
+
+# -- what the trainer reports (summary.json, TensorBoard) ---------------------------------------------------------
+
+
+def new_record() -> dict[str, Any]:
+    """The trainer's tally of recognition against the true games: plain containers, checkpointed with its state."""
+    return {"confusion": {}, "switches": [], "true_switches": [], "seconds": 0.0}
+
+
+def assignment(confusion: dict[str, dict[str, int]]) -> dict[str, str]:
+    """Game -> the context that stands for it: one-to-one, the largest cells of the confusion table first (greedy;
+    exact for the tables of a working recogniser, where each game's context holds most of its steps)."""
+    cells = sorted(((n, g, c) for g, row in confusion.items() for c, n in row.items()), reverse=True)
+    chosen: dict[str, str] = {}
+    for _, game, context in cells:
+        if game not in chosen and context not in chosen.values():
+            chosen[game] = context
+    return chosen
+
+
+def metrics(record: dict[str, Any]) -> dict[str, Any]:
+    """Accuracy per game (steps spent in the game's own context, one context per game), overall accuracy,
+    detection delays (agent steps from a true switch to the first inferred switch after it, within its segment),
+    missed and false switches (inferred switches that are not the first after a true switch)."""
+    confusion = record["confusion"]
+    own = assignment(confusion)
+    steps = {g: sum(row.values()) for g, row in confusion.items()}
+    right = {g: row.get(own.get(g, ""), 0) for g, row in confusion.items()}
+    delays = [t["detected"] - t["step"] for t in record["true_switches"] if t["detected"] is not None]
+    total = sum(steps.values())
+    return {
+        "overall_accuracy": sum(right.values()) / total if total else None,
+        "accuracy": {g: right[g] / steps[g] for g in confusion if steps[g]},
+        "context_of_game": own,
+        "delays": delays,
+        "median_delay": float(np.median(delays)) if delays else None,
+        "missed_switches": sum(t["detected"] is None for t in record["true_switches"]),
+        "false_switches": len(record["switches"]) - len(delays),
+        "switches": record["switches"],
+        "confusion": confusion,
+        "time_s": round(record["seconds"], 2),
+    }

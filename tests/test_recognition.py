@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import math
+import signal
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch as th
 
-from ewc_rl.recognition import Quantizer, RecognitionSettings, Recognizer
+from ewc_rl import trainer
+from ewc_rl.agent import ContinualDQN
+from ewc_rl.cli import main
+from ewc_rl.config import RecognitionConfig
+from ewc_rl.recognition import Quantizer, Recognizer
 
 PLANES = (3, 6, 6)  # binary planes, as MinAtar's (not downsampled)
 FRAMES = (1, 16, 16)  # grey frames, downsampled to 8x8 and 4 levels
@@ -46,8 +54,8 @@ def run(rec: Recognizer, obs: list[np.ndarray]) -> list[int]:
     return [rec.observe(o) for o in obs]
 
 
-def settings(**kw: float) -> RecognitionSettings:
-    return RecognitionSettings(**{"window": 16, "threshold": 20.0, "size": 8, "levels": 4, **kw})  # type: ignore[arg-type]
+def settings(**kw: float) -> RecognitionConfig:
+    return RecognitionConfig(**{"window": 16, "threshold": 20.0, "size": 8, "levels": 4, **kw})  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("kind", ["planes", "frames"])
@@ -162,3 +170,81 @@ def test_no_new_context_beyond_max_contexts() -> None:
     rec = Recognizer(obs[0].shape, settings(max_contexts=2))
     run(rec, obs)
     assert rec.n_contexts == 2
+
+
+# -- the learner with inferred tasks, through the CLI --------------------------------------------------------------
+
+INFERRED_AGENT = """
+[dqn]
+learning_starts = 100
+target_update_interval = 50
+buffer_size = 2000
+[agent]
+network = "minatar"
+per_game_layers = true
+task_inference = "inferred"
+[recognition]
+alpha = 1.0
+max_contexts = 4
+[penalty]
+kind = "ewc"
+lambda = 10.0
+fisher_states = 16
+fisher_batch_size = 8
+"""
+
+
+def _inferred_run(tmp_path: Path, logdir: str, *extra: str) -> int:
+    agent = tmp_path / "inferred.toml"
+    agent.write_text(INFERRED_AGENT)
+    args = ["train", "--agent", str(agent), "--games", "MinAtar/Breakout,MinAtar/Freeway", "--cycles", "2"]
+    args += ["--steps-per-game", "400", "--eval-every", "400", "--eval-episodes", "1", "--no-progress", "--seed", "1"]
+    args += ["--threads", "1", "--set", "eval.max_episode_steps=50", "--logdir", str(tmp_path / logdir), *extra]
+    return main(args)
+
+
+def test_inferred_tasks_drive_the_per_game_parts_and_resume_exactly(tmp_path: Path, monkeypatch) -> None:
+    assert _inferred_run(tmp_path, "straight") == 0
+    summary = json.loads((tmp_path / "straight" / "summary.json").read_text())
+    rec = summary["recognition"]
+    own = rec["context_of_game"]
+    assert sorted(own.values()) == ["0", "1"] and rec["missed_switches"] == 0
+    assert rec["overall_accuracy"] > 0.8 and len(rec["delays"]) == 3
+    # the anchors are keyed by the contexts the agent inferred, never by the labels
+    state = th.load(next((tmp_path / "straight" / "checkpoints").glob("ckpt-*")) / "state.pt", weights_only=True)
+    keys = state["methods"]["penalty"]["keys"]
+    assert keys and all(k.startswith("context-") for k in keys)
+    # evaluation of each game uses the context the recogniser assigns to its frames
+    for e in summary["eval_history"][2:]:
+        assert str(e["context"]) == own[e["game"]], e
+
+    checkpoint = trainer.Trainer.checkpoint
+
+    def stop_after_first_game(self: trainer.Trainer, agent: ContinualDQN, segment: int, done: int) -> None:
+        checkpoint(self, agent, segment, done)
+        if (segment, done) == (1, 0):
+            self.stop.signum = signal.SIGTERM
+
+    monkeypatch.setattr(trainer.Trainer, "checkpoint", stop_after_first_game)
+    assert _inferred_run(tmp_path, "resumed") == 128 + signal.SIGTERM
+    monkeypatch.setattr(trainer.Trainer, "checkpoint", checkpoint)
+    assert _inferred_run(tmp_path, "resumed", "--resume") == 0
+    resumed = json.loads((tmp_path / "resumed" / "summary.json").read_text())
+    assert resumed["score_matrix"] == summary["score_matrix"]
+    assert {k: v for k, v in resumed["recognition"].items() if k != "time_s"} == {
+        k: v for k, v in rec.items() if k != "time_s"
+    }
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("agent.task_inference=guess", "'agent.task_inference' must be one of labels, inferred"),
+        ("recognition.window=1", "'recognition.window' must be >= 2"),
+    ],
+)
+def test_bad_inference_settings_are_one_line_errors(tmp_path: Path, capsys, setting: str, message: str) -> None:
+    assert _inferred_run(tmp_path, "bad", "--set", setting) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "bad").exists()
