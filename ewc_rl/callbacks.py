@@ -101,8 +101,10 @@ class Recognize(_SegmentCallback):
         recognizer = agent.recognizer
         assert recognizer is not None
         t0 = time.perf_counter()
-        for obs in self.locals["new_obs"]:
-            context = recognizer.observe(obs)
+        if self.num_timesteps % trainer.cfg.recognition.every < agent.n_envs:
+            for obs in self.locals["new_obs"]:
+                recognizer.observe(obs)
+        context = recognizer.current
         record = trainer.state.recognition
         row = record["confusion"].setdefault(self.segment.game, {})
         row[str(context)] = row.get(str(context), 0) + agent.n_envs

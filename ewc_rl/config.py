@@ -125,10 +125,11 @@ class RecognitionConfig:
 
     window: int = _opt(32, min=2)  # frames whose scores are summed for a switch decision
     threshold: float = _opt(50.0, above=0)  # nats by which a challenger must beat the current context
-    alpha: float = _opt(0.1, above=0)  # symmetric Dirichlet prior of each pixel's categorical distribution
+    alpha: float = _opt(1.0, above=0)  # symmetric Dirichlet prior of each pixel's categorical distribution (Laplace)
     size: int = _opt(42, min=1)  # Atari frames are averaged down to size x size (must divide env.screen_size)
     levels: int = _opt(8, min=2, max=256)  # grey levels of an averaged Atari pixel
     max_contexts: int = _opt(16, min=1)  # contexts at most: also the per-game layers' slots when inferred
+    every: int = _opt(1, min=1)  # the recogniser sees every N-th agent step's observation (its cost / N, delay x N)
 
 
 @dataclass

@@ -83,6 +83,7 @@ class Recognizer:
         self.current = 0
         self.frames = np.zeros((W, P), dtype=np.uint8)  # the window's quantised frames (a ring)
         self.scores = np.zeros((W, K))  # each window frame's log-likelihood under every context when it came
+        self.score_sums = np.zeros(K)  # their sums over the window, kept in step
         self.window_counts = np.zeros(P * V, dtype=np.int64)  # m[p, v] over the window
         self.fresh_sum = 0.0  # sum over (p, v) of lgamma(m + alpha) - lgamma(alpha): the untrained evidence
         self.pos = 0  # next ring slot
@@ -108,8 +109,10 @@ class Recognizer:
 
     def evidence(self) -> np.ndarray:
         """Summed window scores of every stored context, then the untrained model's evidence (last entry)."""
-        stored = self.scores[: self.filled, : self.n_contexts].sum(axis=0) if self.filled else np.zeros(self.n_contexts)
-        return np.append(stored, self.fresh_evidence())
+        evidence = np.empty(self.n_contexts + 1)
+        evidence[:-1] = self.score_sums[: self.n_contexts]
+        evidence[-1] = self.fresh_evidence()
+        return evidence
 
     # -- the online step ------------------------------------------------------------------------------
 
@@ -121,6 +124,7 @@ class Recognizer:
         idx = self._offsets + x
         scores = self.log_likelihoods(x)
         if self.filled == W:  # the oldest frame leaves the window
+            self.score_sums -= self.scores[self.pos]
             old = self._offsets + self.frames[self.pos]
             self.window_counts[old] -= 1
             self.fresh_sum -= np.log(self.window_counts[old] + s.alpha).sum()
@@ -130,6 +134,7 @@ class Recognizer:
         self.window_counts[idx] += 1
         self.frames[self.pos] = x
         self.scores[self.pos, : self.n_contexts] = scores
+        self.score_sums[: self.n_contexts] += scores
         self.pos = (self.pos + 1) % W
         evidence = self.evidence()
         if self.n_contexts >= s.max_contexts:
@@ -169,6 +174,8 @@ class Recognizer:
 
     def _restart_window(self) -> None:
         self.window_counts[:] = 0
+        self.scores[:] = 0.0
+        self.score_sums[:] = 0.0
         self.fresh_sum = 0.0
         self.filled = self.pos = 0
 
@@ -196,7 +203,7 @@ class Recognizer:
 
     # -- checkpoint -----------------------------------------------------------------------------------
 
-    _ARRAYS = ("counts", "totals", "log_counts", "frames", "scores", "window_counts")
+    _ARRAYS = ("counts", "totals", "log_counts", "frames", "scores", "score_sums", "window_counts")
     _SCALARS = ("n_contexts", "current", "pos", "filled", "switches", "probation")
 
     def state_dict(self) -> dict[str, Any]:
