@@ -28,7 +28,7 @@ from tqdm import tqdm
 from ewc_rl import checkpoints, export, recognition, tblog
 from ewc_rl.agent import ContinualDQN, NonFiniteLossError, make_agent
 from ewc_rl.callbacks import segment_callbacks
-from ewc_rl.config import Config
+from ewc_rl.config import Config, from_dict
 from ewc_rl.envs import make_env
 from ewc_rl.errors import RunError, UsageError
 from ewc_rl.evaluation import evaluate
@@ -145,7 +145,9 @@ class Trainer:
 
     def _check_identity(self, saved: dict[str, Any]) -> None:
         now = self.identity()
-        diff = [k for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
+        # A setting added after the checkpoint was written is not in it: at its default it changes nothing.
+        defaults = {**from_dict({}).flat(), **saved}
+        diff = [k for k in sorted(set(saved) | set(now)) if defaults.get(k) != now.get(k)]
         if diff:
             shown = "; ".join(f"{k}: saved {saved.get(k)!r}, now {now.get(k)!r}" for k in diff[:4])
             more = f" (and {len(diff) - 4} more)" if len(diff) > 4 else ""
