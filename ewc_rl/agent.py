@@ -12,6 +12,10 @@
   linear to ``exploration_final_eps`` over ``epsilon_decay_steps``, as in the EWC paper). The warm-up
   (``learning_starts`` random steps without updates) is needed only while a game's memory is empty or
   younger than ``learning_starts`` steps;
+* task inference (``recognizer``): without labels, the game the trainer names is ignored; a recogniser
+  (:mod:`ewc_rl.recognition`) fed by the trainer infers a context from the frames, and :meth:`switch_task` moves
+  every per-game part to it (the methods' segment end and start run there). ``game`` is then a context's key
+  (``context-<k>``), which is what every per-game part is keyed by in either mode;
 * :meth:`estimate_fisher`: the Fisher of the current Q-network over replay states (any estimator of
   :data:`ewc_rl.fisher.ESTIMATORS`);
 * :meth:`checkpoint_state` / :meth:`restore_checkpoint`: everything a resume needs, as JSON values,
@@ -37,9 +41,10 @@ from ewc_rl import fisher as fisher_lib
 from ewc_rl import methods as methods_lib
 from ewc_rl.config import Config
 from ewc_rl.errors import UsageError
-from ewc_rl.methods import Method
+from ewc_rl.methods import Method, SegmentEnd
 from ewc_rl.methods.anchor import QuadraticAnchor
 from ewc_rl.penalty import Penalty
+from ewc_rl.recognition import Recognizer, context_index, context_key
 from ewc_rl.replay import FrameReplayBuffer, buffer_state, load_buffer_state, sample_transitions
 
 
@@ -67,6 +72,7 @@ class ContinualDQN(DQN):
         games: list[str] | None = None,
         epsilon_per: str = "segment",
         epsilon_decay_steps: int = 1_000_000,
+        recognizer: Recognizer | None = None,
         **kwargs: Any,
     ) -> None:
         if methods is not None and penalty is not None:
@@ -79,10 +85,13 @@ class ContinualDQN(DQN):
         self.epsilon_per = epsilon_per
         self.epsilon_decay_steps = epsilon_decay_steps
         self.skipped_updates = 0
+        self.recognizer = recognizer
+        self._entered = False  # whether this process has entered a game (context) yet
+        self.task_start = 0  # global step at which the current game (or inferred context) was entered
         self.segment_start = 0
         self.segment_steps = 0
-        self.game = ""
-        self.game_steps: dict[str, int] = {}  # agent steps trained on each game in finished segments
+        self.game = ""  # the key of the current per-game parts: the game's name, or its inferred context's
+        self.game_steps: dict[str, int] = {}  # agent steps trained on each game (context) before it was last entered
         self.base_learning_starts = int(kwargs.get("learning_starts", 100))
         self.kept_replays: dict[str, ReplayBuffer] = {}
         super().__init__(policy, env, **kwargs)
@@ -135,35 +144,58 @@ class ContinualDQN(DQN):
         """
         if env is not self.env:
             self.set_env(env)
-        self.game = game
         self.segment_start = self.num_timesteps if start is None else start
         self.segment_steps = steps
-        self.select_game(game)
+        if self.recognizer is None:
+            self.enter_task(game, self.segment_start)
+        elif not self._entered:
+            # Inferred tasks: the label is the trainer's; the agent goes on with the context it is in (the run's
+            # first context at its start, the checkpoint's on a resume) until the recogniser says otherwise.
+            self.enter_task(self.game or context_key(self.recognizer.current), self.task_start)
+
+    def enter_task(self, task: str, start: int) -> None:
+        """Make ``task`` (a game, or an inferred context's key) current since global step ``start``: its per-game
+        layers, replay memory, warm-up and epsilon; then the methods' segment start."""
+        self.game = task
+        self.task_start = start
+        self._entered = True
+        self.select_game(task)
         if self.per_game_replay:
-            memory = self.kept_replays.pop(game, None)
+            memory = self.kept_replays.pop(task, None)
             if memory is None or memory.size() == 0:
                 self.replay_buffer = self._new_replay_buffer()
                 self.learning_starts = self.num_timesteps + self.base_learning_starts
             else:  # a kept or restored memory: only what is left of the game's first warm-up
                 self.replay_buffer = memory
-                self.learning_starts = self.segment_start + max(
-                    0, self.base_learning_starts - self.game_steps.get(game, 0)
-                )
+                self.learning_starts = start + max(0, self.base_learning_starts - self.game_steps.get(task, 0))
         else:
-            trained = sum(self.game_steps.values()) + self.num_timesteps - self.segment_start
+            trained = sum(self.game_steps.values()) + self.num_timesteps - start
             self.learning_starts = self.num_timesteps + max(0, self.base_learning_starts - trained)
         self.exploration_rate = self._epsilon()
         for method in self.methods:
-            method.on_segment_start(self, game)
+            method.on_segment_start(self, task)
+
+    def switch_task(self, task: str, end: SegmentEnd, keep_replay: bool) -> None:
+        """An inferred switch: the methods' segment end for the current context (its replay still in place), its
+        memory kept or freed, then ``task`` entered now."""
+        for method in self.methods:
+            method.on_segment_end(self, end)
+        self.end_segment(self.game, keep_replay)
+        self.enter_task(task, self.num_timesteps)
+
+    def task_index(self, game: str) -> int:
+        """The per-game layers' slot of ``game`` (a game's name, or with inferred tasks a context's key)."""
+        return context_index(game) if self.recognizer is not None else self.games.index(game)
 
     def select_game(self, game: str) -> None:
         """Use ``game``'s biases and gains in the online and target networks (no-op without per-game layers)."""
-        if game in self.games and isinstance(self.policy, networks.PerGameCnnPolicy):
-            self.policy.set_game(self.games.index(game))  # the online and the target network
+        known = game.startswith("context-") if self.recognizer is not None else game in self.games
+        if known and isinstance(self.policy, networks.PerGameCnnPolicy):
+            self.policy.set_game(self.task_index(game))  # the online and the target network
 
     def steps_on(self, game: str) -> int:
         """Agent steps trained on ``game`` so far, the current segment included."""
-        return self.game_steps.get(game, 0) + (self.num_timesteps - self.segment_start if game == self.game else 0)
+        return self.game_steps.get(game, 0) + (self.num_timesteps - self.task_start if game == self.game else 0)
 
     def _epsilon(self) -> float:
         if self.epsilon_per == "game":
@@ -174,7 +206,7 @@ class ContinualDQN(DQN):
             return self.exploration_initial_eps + fraction * (self.exploration_final_eps - self.exploration_initial_eps)
         if not self.segment_steps:
             return self.exploration_schedule(self._current_progress_remaining)
-        return self.exploration_schedule(max(1.0 - (self.num_timesteps - self.segment_start) / self.segment_steps, 0))
+        return self.exploration_schedule(max(1.0 - (self.num_timesteps - self.task_start) / self.segment_steps, 0))
 
     def end_segment(self, game: str, keep_replay: bool) -> None:
         """Count the game's steps; keep its memory for a revisit, or free it."""
@@ -349,6 +381,7 @@ class ContinualDQN(DQN):
         "segment_start",
         "segment_steps",
         "skipped_updates",
+        "task_start",
     )
 
     def checkpoint_state(
@@ -357,12 +390,17 @@ class ContinualDQN(DQN):
         """(JSON values, tensors, replay arrays) describing the learner completely."""
         meta: dict[str, Any] = {k: int(getattr(self, k)) for k in self._COUNTERS}
         meta["game_steps"] = dict(self.game_steps)
+        meta["task"] = self.game
         meta["action_space_rng"] = self.action_space.np_random.bit_generator.state
         tensors = {
             "policy": self.policy.state_dict(),
             "optimizer": self.policy.optimizer.state_dict(),
             "methods": {m.name: m.state_dict() for m in self.methods},
         }
+        if self.recognizer is not None:
+            state = self.recognizer.state_dict()
+            tensors["recognition"] = {k: th.from_numpy(v) for k, v in state.items() if isinstance(v, np.ndarray)}
+            meta["recognition"] = {k: v for k, v in state.items() if not isinstance(v, np.ndarray)}
         replays: dict[str, dict[str, np.ndarray]] = {}
         if with_replay:
             if self.replay_buffer is not None:
@@ -380,7 +418,13 @@ class ContinualDQN(DQN):
     ) -> None:
         """Inverse of :meth:`checkpoint_state`; ``current_game`` receives the ``current`` replay memory."""
         for k in self._COUNTERS:
-            setattr(self, k, meta[k])
+            setattr(self, k, meta[k] if k != "task_start" else meta.get(k, meta["segment_start"]))
+        self.game = str(meta.get("task", self.game))
+        if self.recognizer is not None:
+            self.recognizer.load_state_dict(
+                {**meta["recognition"], **{k: v.numpy() for k, v in tensors["recognition"].items()}}
+            )
+            current_game = self.game  # its replay stays in place across the trainer's segment boundaries
         self.game_steps = {str(g): int(n) for g, n in meta["game_steps"].items()}
         self.action_space.np_random.bit_generator.state = meta["action_space_rng"]
         self.policy.load_state_dict(tensors["policy"])
@@ -427,10 +471,17 @@ def make_agent(cfg: Config, env: VecEnv, games: list[str], *, seed: int, device:
     """
     c = cfg
     network = networks.resolve(c.agent.network, envs.suite(games[0]))
+    recognizer = None
+    if c.agent.task_inference == "inferred":
+        try:
+            recognizer = Recognizer(tuple(env.observation_space.shape or ()), c.recognition)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    slots = c.recognition.max_contexts if recognizer is not None else len(games)  # per-game layers' slots
     policy, policy_kwargs = networks.policy(
         network,
-        len(games) if c.agent.per_game_layers else 0,
-        heads=len(games) if c.agent.per_game_head else 0,
+        slots if c.agent.per_game_layers else 0,
+        heads=slots if c.agent.per_game_head else 0,
         activation=c.agent.activation,
         layer_norm=c.agent.layer_norm,
     )
@@ -449,6 +500,7 @@ def make_agent(cfg: Config, env: VecEnv, games: list[str], *, seed: int, device:
         per_game_replay=c.agent.per_game_replay,
         epsilon_per=c.agent.epsilon_per,
         epsilon_decay_steps=c.agent.epsilon_decay_steps,
+        recognizer=recognizer,
         skip_nonfinite=c.agent.on_nonfinite == "skip",
         replay_buffer_class=replay_class(c, games[0]),
         replay_buffer_kwargs={"handle_timeout_termination": not c.dqn.optimize_memory_usage},

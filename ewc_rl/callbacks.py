@@ -3,6 +3,7 @@
 The trainer hands ``learn`` one :class:`Sequence` of these (and of any callbacks the continual methods add):
 
     StopAndCheckpoint   SIGINT/SIGTERM and periodic checkpoints, at the first step of a ``train_freq`` chunk
+    Recognize           with inferred tasks: the recogniser sees each new observation; the agent follows its context
     TrainLog            train/* points: episode returns, epsilon, fps, every ``log_every`` steps or episode end
     ProbeAtSwitch       the plasticity probe's states drawn and measured once the warm-up is over (ewc_rl/probe.py)
     PeriodicEval        every game seen so far, every ``eval.every`` agent steps
@@ -20,6 +21,8 @@ from typing import TYPE_CHECKING, cast
 
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.type_aliases import TrainFreq
+
+from ewc_rl.recognition import context_key
 
 if TYPE_CHECKING:
     from ewc_rl.agent import ContinualDQN
@@ -85,6 +88,31 @@ class StopAndCheckpoint(_SegmentCallback):
         if self.next_ckpt is not None and self.num_timesteps > self.next_ckpt:
             self._checkpoint_here()
             self.next_ckpt = ((self.num_timesteps - 1) // every + 1) * every
+        return True
+
+
+class Recognize(_SegmentCallback):
+    """With inferred tasks: the recogniser sees every new observation (after the checkpoint callback, which saves
+    the state before this step), and a change of its context moves the agent's per-game parts there; the step is
+    tallied against the true game, which only the trainer knows."""
+
+    def _on_step(self) -> bool:
+        agent, trainer = self.agent, self.trainer
+        recognizer = agent.recognizer
+        assert recognizer is not None
+        t0 = time.perf_counter()
+        if self.num_timesteps % trainer.cfg.recognition.every < agent.n_envs:
+            for obs in self.locals["new_obs"]:
+                recognizer.observe(obs)
+        context = recognizer.current
+        record = trainer.state.recognition
+        row = record["confusion"].setdefault(self.segment.game, {})
+        row[str(context)] = row.get(str(context), 0) + agent.n_envs
+        self.logger.record("recognition/context", context)
+        self.logger.record("recognition/game", trainer.columns.index(self.segment.game))
+        record["seconds"] += time.perf_counter() - t0
+        if context_key(context) != agent.game:
+            trainer.switch_task(agent, self.segment, context_key(context), self.logger)
         return True
 
 
@@ -197,9 +225,11 @@ class StopAtEnd(_SegmentCallback):
 def segment_callbacks(trainer: Trainer, agent: ContinualDQN, segment: Segment, end_step: int) -> Sequence:
     """The callbacks of one segment, in the order they run at every step."""
     extra = [cb for method in agent.methods for cb in method.callbacks(agent)]
+    recognize = [Recognize(trainer, segment)] if agent.recognizer is not None else []
     return Sequence(
         [
             StopAndCheckpoint(trainer, segment),
+            *recognize,
             TrainLog(trainer, segment, end_step),
             ProbeAtSwitch(trainer, segment),
             PeriodicEval(trainer, segment, end_step),

@@ -89,6 +89,9 @@ class AgentConfig:
     rmsprop_centered: bool = _opt(True)
     on_nonfinite: str = _opt("stop", choices=("stop", "skip"))
     methods: list[str] = _opt(factory=lambda: ["penalty"])  # continual methods, in the order their hooks run
+    # which game is this? "labels": the schedule says; "inferred": the recogniser of [recognition] infers it from
+    # the frames, and every per-game part (layers, replay, epsilon, anchors, evaluation head) follows its context
+    task_inference: str = _opt("labels", choices=("labels", "inferred"))
 
 
 @dataclass
@@ -117,6 +120,19 @@ class EvalConfig:
 
 
 @dataclass
+class RecognitionConfig:
+    """The task recogniser used when ``agent.task_inference = "inferred"`` (:mod:`ewc_rl.recognition`)."""
+
+    window: int = _opt(32, min=2)  # frames whose scores are summed for a switch decision
+    threshold: float = _opt(50.0, above=0)  # nats by which a challenger must beat the current context
+    alpha: float = _opt(1.0, above=0)  # symmetric Dirichlet prior of each pixel's categorical distribution (Laplace)
+    size: int = _opt(42, min=1)  # Atari frames are averaged down to size x size (must divide env.screen_size)
+    levels: int = _opt(8, min=2, max=256)  # grey levels of an averaged Atari pixel
+    max_contexts: int = _opt(16, min=1)  # contexts at most: also the per-game layers' slots when inferred
+    every: int = _opt(1, min=1)  # the recogniser sees every N-th agent step's observation (its cost / N, delay x N)
+
+
+@dataclass
 class ScheduleConfig:
     """Where ``--games randomN`` draws from when ``--pool`` is not given."""
 
@@ -128,6 +144,7 @@ SECTIONS: dict[str, type] = {
     "agent": AgentConfig,
     "env": EnvConfig,
     "eval": EvalConfig,
+    "recognition": RecognitionConfig,
     "schedule": ScheduleConfig,
 }
 
@@ -142,6 +159,7 @@ class Config:
     agent: AgentConfig = field(default_factory=AgentConfig)
     env: EnvConfig = field(default_factory=EnvConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    recognition: RecognitionConfig = field(default_factory=RecognitionConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     method_settings: dict[str, Any] = field(default_factory=dict)  # by method, for those agent.methods lists
 

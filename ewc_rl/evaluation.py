@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch as th
 from torch import nn
@@ -21,8 +23,12 @@ def evaluate(
     seed: int,
     device: th.device | str = "cpu",
     threads: int | None = None,
+    before_play: Callable[[np.ndarray], None] | None = None,
 ) -> list[float]:
-    """Unclipped returns of ``episodes`` full games played epsilon-greedily (games are capped in steps)."""
+    """Unclipped returns of ``episodes`` full games played epsilon-greedily (games are capped in steps).
+
+    ``before_play`` sees the episodes' first observations before any action: with inferred tasks the learner picks
+    the per-game layers for the frames it is shown there, as it would in training, not by the game's name."""
     env = make_env(
         game, env_cfg, training=False, n_envs=episodes, seed=seed, max_episode_steps=max_episode_steps, threads=threads
     )
@@ -32,6 +38,8 @@ def evaluate(
     q_net.eval()
     try:
         obs = env.reset()
+        if before_play is not None:
+            before_play(np.asarray(obs))
         n_actions = int(env.action_space.n)  # type: ignore[attr-defined]  # every suite's space is Discrete
         while np.isnan(returns).any():
             with th.no_grad():

@@ -48,7 +48,7 @@ def plain_dqn(agent: ContinualDQN, game: str, epsilon: float) -> DQN:
     """
     policy_kwargs = dict(agent.policy_kwargs)
     if isinstance(agent.policy, networks.PerGameCnnPolicy):
-        policy_kwargs["game"] = agent.games.index(game)
+        policy_kwargs["game"] = agent.task_index(game)
     view = DQN(  # no environment: a container of weights (SB3 accepts env=None; its stubs do not say so)
         agent.policy_class,  # type: ignore[arg-type]
         env=None,  # type: ignore[arg-type]

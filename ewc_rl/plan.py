@@ -92,6 +92,12 @@ def describe(cfg: Config, schedule: list[Segment], *, seed: int, pool: str | Non
     ]
     if options:
         lines.append(f"network: {', '.join(options)}")
+    if a.task_inference == "inferred":
+        r = cfg.recognition
+        lines.append(
+            f"tasks: inferred from the frames (window {r.window}, threshold {r.threshold:g} nats, alpha {r.alpha:g}, "
+            f"at most {r.max_contexts} contexts); per-game parts follow the inferred context, labels only score it"
+        )
     lines.append(f"methods: {' -> '.join(cfg.agent.methods) or 'none'}")
     for name, method in _active(cfg):
         lines += method.describe(cfg.section(name), cfg, schedule)

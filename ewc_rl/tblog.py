@@ -11,6 +11,9 @@ land in one event stream whose x axis is the global agent step of the whole sequ
     metrics/average_performance  metrics/mean_forgetting  metrics/clipped_normalized_sum (each game's end;
     the first two are the HParams tab's metrics, so that sweeps sort by them there)
     fisher/<parameter> (histogram, at each consolidation)
+    with inferred tasks: recognition/context, recognition/game (the true game's column), recognition/switch (text),
+    recognition/accuracy, recognition/cost_share, recognition/confusion (image, at each game switch),
+    eval/<Game>/context (the context an evaluation used)
 """
 
 from __future__ import annotations
@@ -262,8 +265,10 @@ def score_heatmap(
     columns: list[str],
     title: str,
     limits: tuple[float, float] | None = None,
+    labels: tuple[str, str] = ("evaluated game", "after segment"),
 ) -> Any:
-    """A matplotlib figure of the score matrix: rows = after segment k, columns = games.
+    """A matplotlib figure of the score matrix: rows = after segment k, columns = games (or any table: ``labels``
+    names the x and y axes).
 
     Colours span ``limits`` (values beyond them take the end colours), the same in every image of a run, with a
     colour bar; without ``limits``, the range of the values shown.
@@ -294,8 +299,8 @@ def score_heatmap(
     )
     ax.set_xticks(range(len(columns)), columns, rotation=30, ha="right")
     ax.set_yticks(range(len(rows)), rows)
-    ax.set_xlabel("evaluated game")
-    ax.set_ylabel("after segment")
+    ax.set_xlabel(labels[0])
+    ax.set_ylabel(labels[1])
     ax.set_title(title, fontsize=10)
     for (i, j), v in np.ndenumerate(data):
         if np.isnan(v):
@@ -330,4 +335,25 @@ def log_score_heatmap(
         Figure(score_heatmap(matrix, rows, columns, title, limits), close=True),
         exclude=("stdout", "log", "json", "csv"),
     )
+    logger.dump(step)
+
+
+def log_confusion(logger: Logger, confusion: dict[str, dict[str, int]], games: list[str], step: int) -> None:
+    """recognition/confusion (image): each game's share of agent steps in each inferred context."""
+    from stable_baselines3.common.logger import Figure
+
+    rows = [g for g in games if confusion.get(g)]
+    contexts = sorted({int(c) for g in rows for c in confusion[g]})
+    matrix: list[list[float | None]] = [
+        [confusion[g].get(str(c), 0) / sum(confusion[g].values()) for c in contexts] for g in rows
+    ]
+    figure = score_heatmap(
+        matrix,
+        rows,
+        [f"context {c}" for c in contexts],
+        "share of each game's steps per inferred context",
+        (0.0, 1.0),
+        ("inferred context", "true game"),
+    )
+    logger.record("recognition/confusion", Figure(figure, close=True), exclude=("stdout", "log", "json", "csv"))
     logger.dump(step)

@@ -25,10 +25,10 @@ import torch as th
 from stable_baselines3.common.logger import Logger
 from tqdm import tqdm
 
-from ewc_rl import checkpoints, export, tblog
+from ewc_rl import checkpoints, export, recognition, tblog
 from ewc_rl.agent import ContinualDQN, NonFiniteLossError, make_agent
 from ewc_rl.callbacks import segment_callbacks
-from ewc_rl.config import Config
+from ewc_rl.config import Config, from_dict
 from ewc_rl.envs import make_env
 from ewc_rl.errors import RunError, UsageError
 from ewc_rl.evaluation import evaluate
@@ -75,6 +75,7 @@ class RunState:
     probe_seconds: float = 0.0  # the plasticity diagnostics (ewc_rl/probe.py)
     plasticity: list[dict[str, Any]] = field(default_factory=list)
     last_return: float | None = None
+    recognition: dict[str, Any] = field(default_factory=recognition.new_record)  # inferred tasks vs true games
 
 
 class Interrupted(Exception):
@@ -144,7 +145,9 @@ class Trainer:
 
     def _check_identity(self, saved: dict[str, Any]) -> None:
         now = self.identity()
-        diff = [k for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
+        # A setting added after the checkpoint was written is not in it: at its default it changes nothing.
+        defaults = {**from_dict({}).flat(), **saved}
+        diff = [k for k in sorted(set(saved) | set(now)) if defaults.get(k) != now.get(k)]
         if diff:
             shown = "; ".join(f"{k}: saved {saved.get(k)!r}, now {now.get(k)!r}" for k in diff[:4])
             more = f" (and {len(diff) - 4} more)" if len(diff) > 4 else ""
@@ -172,7 +175,17 @@ class Trainer:
         means: dict[str, float] = {}
         norms: dict[str, float | None] = {}
         for j, game in enumerate(games):
-            agent.select_game(game)
+            chosen: list[int] = []
+            before_play = None
+            if agent.recognizer is not None:  # the context the recogniser assigns to the game's first frames
+
+                def before_play(obs: np.ndarray, chosen: list[int] = chosen) -> None:
+                    assert agent.recognizer is not None
+                    chosen.append(agent.recognizer.classify(obs))
+                    agent.select_game(recognition.context_key(chosen[-1]))
+
+            else:
+                agent.select_game(game)
             returns = evaluate(
                 agent.q_net,
                 game,
@@ -183,6 +196,7 @@ class Trainer:
                 device=agent.device,
                 seed=self.spec.seed * 100_003 + agent.num_timesteps + j,
                 threads=th.get_num_threads(),
+                before_play=before_play,
             )
             means[game] = float(np.mean(returns))
             norms[game] = normalize(game, means[game])
@@ -197,8 +211,11 @@ class Trainer:
                     "returns": returns,
                     "mean": means[game],
                     "normalized": norms[game],
+                    **({"context": chosen[0]} if chosen else {}),
                 }
             )
+            if chosen:
+                logger.record(f"eval/{game}/context", chosen[0])
         agent.select_game(agent.game)
         self._log_forgetting(logger, seen, segment.game)
         logger.record("eval/mean_return", float(np.mean([means[g] for g in seen])))
@@ -262,6 +279,29 @@ class Trainer:
             method.on_segment_end(agent, end)
         self.state.fisher_seconds += time.perf_counter() - t0
 
+    def switch_task(self, agent: ContinualDQN, segment: Segment, task: str, logger: Logger) -> None:
+        """The recogniser changed its context: tally the switch against the true ones, and move the agent there (the
+        methods' segment end for the context it leaves: its Fisher, stored states, resets)."""
+        t0 = time.perf_counter()
+        record, step = self.state.recognition, agent.num_timesteps
+        record["switches"].append({"step": step, "from": agent.game, "to": task, "game": segment.game})
+        pending = record["true_switches"][-1] if record["true_switches"] else None
+        if pending is not None and pending["detected"] is None and pending["segment"] == segment.index:
+            pending["detected"] = step
+        logger.record("recognition/switch", f"step {step}: {agent.game} -> {task} (playing {segment.game})")
+        logger.dump(step)
+        end = SegmentEnd(agent.game, len(record["switches"]) - 1, last=False, seed=self.spec.seed, status=self._status)
+        agent.switch_task(task, end, keep_replay=self.cfg.agent.keep_replay)
+        self.state.fisher_seconds += time.perf_counter() - t0
+
+    def _log_recognition(self, logger: Logger, step: int) -> None:
+        """The recogniser's accuracy so far, its cost and the confusion image (at each game switch)."""
+        values = recognition.metrics(self.state.recognition)
+        if values["overall_accuracy"] is not None:
+            logger.record("recognition/accuracy", values["overall_accuracy"])
+        logger.record("recognition/cost_share", self.state.recognition["seconds"] / max(self.wall(), 1e-9))
+        tblog.log_confusion(logger, self.state.recognition["confusion"], self.columns, step)
+
     def _status(self, text: str) -> None:
         if self.pbar is not None:
             self.pbar.set_postfix_str(text)
@@ -308,6 +348,8 @@ class Trainer:
             "eval_all_games": self.spec.eval_all_games,
             "normalized_matrix": normalized_matrix(self.state.score_matrix, self.columns),
         }
+        if self.cfg.agent.task_inference == "inferred":
+            summary["recognition"] = recognition.metrics(self.state.recognition)
         summary["metrics"] = summarize(summary) if self.state.score_matrix else {}
         return summary
 
@@ -420,7 +462,7 @@ class Trainer:
             self.pbar.close()
             self.progress.update(agent.num_timesteps, force=True)
             logger.close()
-        export.save(agent, self.schedule[-1].game, export.final_path(spec.logdir), self.cfg.eval.epsilon)
+        export.save(agent, agent.game, export.final_path(spec.logdir), self.cfg.eval.epsilon)
         summary = self.summary(complete=True)
         tblog.write_json(spec.logdir / "summary.json", summary)
         return summary
@@ -433,6 +475,10 @@ class Trainer:
             agent.env if seg.index == 0 and not done and agent.env is not None else self._train_env(seg.game, env_seed)
         )
         agent.begin_segment(env, seg.game, seg.steps, start=agent.num_timesteps - done)
+        if agent.recognizer is not None and seg.index > 0 and not done:
+            self.state.recognition["true_switches"].append(
+                {"step": agent.num_timesteps, "segment": seg.index, "game": seg.game, "detected": None}
+            )
         if self.probe is not None:
             self.probe.new_segment()
         assert self.pbar is not None
@@ -450,8 +496,11 @@ class Trainer:
         means = self.evaluate_seen(agent, seg, logger)
         self.state.score_matrix.append([means.get(g) for g in self.columns])
         self._log_heatmap(logger, agent.num_timesteps)
-        self._end_methods(agent, seg)
-        agent.end_segment(seg.game, keep_replay=self.cfg.agent.keep_replay)
+        if agent.recognizer is None:  # inferred tasks end at inferred switches (switch_task), not at the labels'
+            self._end_methods(agent, seg)
+            agent.end_segment(seg.game, keep_replay=self.cfg.agent.keep_replay)
+        else:
+            self._log_recognition(logger, agent.num_timesteps)
         env.close()
         summary = self.summary(complete=False)
         tblog.write_json(spec.logdir / "summary.json", summary)
@@ -459,7 +508,7 @@ class Trainer:
         if seg.index + 1 < len(self.schedule):  # logged before the checkpoint, so a resume never repeats it
             self._log_switch(logger, agent.num_timesteps, self.schedule[seg.index + 1])
         # Before the checkpoint: a resume starts after this segment and would never write the model.
-        export.save(agent, seg.game, export.after_game_path(spec.logdir, seg.game), self.cfg.eval.epsilon)
+        export.save(agent, agent.game, export.after_game_path(spec.logdir, seg.game), self.cfg.eval.epsilon)
         self.checkpoint(agent, seg.index + 1, 0)
         if self.stop.signum is not None and seg.index < len(self.schedule) - 1:
             raise Interrupted(self.stop.signum, agent.num_timesteps)

@@ -19,6 +19,7 @@ from ewc_rl.envs import make_env, suite
 from ewc_rl.errors import UsageError
 from ewc_rl.evaluation import evaluate
 from ewc_rl.export import safe_name
+from ewc_rl.recognition import context_key
 
 VIDEO_FORMATS = ("gif", "mp4")
 # One colour per MinAtar channel (matplotlib's tab10), on black.
@@ -137,7 +138,15 @@ def evaluate_run(
     agent, _ = load_agent(run_dir)
     results: dict[str, Any] = {}
     for j, game in enumerate(games):
-        agent.select_game(game)
+        before_play = None
+        if agent.recognizer is not None:  # inferred tasks: the context the recogniser assigns to the game's frames
+
+            def before_play(obs: np.ndarray) -> None:
+                assert agent.recognizer is not None
+                agent.select_game(context_key(agent.recognizer.classify(obs)))
+
+        else:
+            agent.select_game(game)
         returns = evaluate(
             agent.q_net,
             game,
@@ -147,6 +156,7 @@ def evaluate_run(
             max_episode_steps=cfg.eval.max_episode_steps,
             seed=seed * 100_003 + j,
             device=agent.device,
+            before_play=before_play,
         )
         results[game] = {"returns": returns}
         if video_dir is not None:

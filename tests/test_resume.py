@@ -358,3 +358,18 @@ def test_stopping_compare_checkpoints_every_worker_and_a_repeat_resumes(tmp_path
     assert again.returncode == 0, again.stderr
     assert again.stderr.count("resuming unfinished run") == 2
     assert all(json.loads((r / "summary.json").read_text())["complete"] for r in runs)
+
+
+def test_a_checkpoint_older_than_a_setting_resumes_while_that_setting_is_at_its_default(tmp_path):
+    """Settings added after a checkpoint was written (here: task inference) are missing from its identity: at their
+    defaults they change nothing and the resume goes on; set otherwise, it is refused."""
+    from ewc_rl.errors import UsageError
+    from ewc_rl.trainer import RunSpec, Trainer
+
+    spec = RunSpec(games=["MinAtar/Breakout"], steps_per_game=10, logdir=tmp_path / "run")
+    saved = Trainer(load_config("minatar-ewc"), spec).identity()
+    older = {k: v for k, v in saved.items() if not k.startswith("recognition.") and k != "agent.task_inference"}
+    Trainer(load_config("minatar-ewc"), spec)._check_identity(older)
+    with pytest.raises(UsageError, match="agent.task_inference: saved None, now 'inferred'"):
+        Trainer(load_config("minatar-ewc-inferred"), spec)._check_identity(older)
+    assert not spec.logdir.exists()

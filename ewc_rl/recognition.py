@@ -1,0 +1,279 @@
+"""Task recognition from what the agent sees: which game is this? (the EWC paper's agent without task labels)
+
+Kirkpatrick et al. (2017) infer the task with a Forget-Me-Not process (Milan et al. 2016): an online clustering of
+frames into contexts, each a per-pixel Dirichlet-multinomial model, with a new context whenever an untrained model
+explains the frames better than every trained one, and the trained contexts kept so that a revisited game maps back
+to its own. This module is that model in a windowed form, in numpy (no library offers it):
+
+* **Frames** are quantised to a small categorical image (:class:`Quantizer`). Atari: the newest of the stacked
+  84x84 grey frames, averaged over ``f x f`` blocks to ``size x size`` (42 = the paper's resolution) and cut into
+  ``levels`` grey levels: block means smooth sprites' exact positions and the few levels merge shades of one colour,
+  so each pixel's distribution is concentrated (few values, well estimated from few frames) while the backgrounds,
+  walls and colours that tell games apart survive. MinAtar: the (10, 10, 10) {0, 1} planes as they are, each
+  (channel, cell) a binary pixel: they are already small, and their channels are object types, which is what
+  tells the games apart.
+* **A context** k holds counts n_k[p, v] of value v at pixel p over the N_k frames it has learnt; its predictive
+  probability of a frame is the product over pixels of (n_k[p, x_p] + alpha) / (N_k + V alpha). Scores are
+  log-likelihoods in nats, over all pixels at once.
+* **The untrained model** is scored by its evidence for the frames of the window (the Dirichlet-multinomial
+  marginal likelihood of the window's counts: a new context trained from the window's first frame). A frozen
+  uniform model would not do: it pays log V at every pixel, also at the many pixels that every game leaves
+  empty, and so loses to any trained context even on a game that context has never seen.
+* **Switch rule**: every frame is scored by every stored context before the current one learns it (prequential).
+  When the sum over the last ``window`` frames of another context's scores, or the untrained model's evidence,
+  beats the current context's sum by more than ``threshold`` nats, a change is detected, and the next ``window``
+  frames (a probation, during which nothing learns and the current context stays in use) decide where it leads:
+  the stored context with the highest summed score takes them (the current one again: a false alarm), unless the
+  untrained model's evidence is higher still: then they found a new context (while fewer than ``max_contexts``
+  exist). Deciding on frames that all come after the change matters for revisits: on a window that mixes the
+  previous game's frames with the revisited one's, the untrained model beats the revisited game's own context,
+  which cannot explain the previous game's frames. A switch therefore lands ``window`` frames after its detection.
+
+The state is arrays and integers only (:meth:`Recognizer.state_dict`), for the code-free checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from ewc_rl.config import RecognitionConfig
+
+
+class Quantizer:
+    """Observation -> flat array of small ints (one per pixel), and the number of values a pixel takes."""
+
+    def __init__(self, shape: tuple[int, ...], size: int, levels: int) -> None:
+        if len(shape) != 3:
+            raise ValueError(f"task recognition needs (channels, height, width) observations, got shape {shape}")
+        channels, height, width = shape
+        self.pooled = height > size or width > size
+        if self.pooled:
+            if height != width or height % size:
+                raise ValueError(f"recognition.size = {size} must divide the frame side ({height}x{width})")
+            self.factor, self.size, self.levels = height // size, size, levels
+            self.n_pixels, self.n_values = size * size, levels
+        else:  # binary planes (MinAtar): every (channel, cell) is a pixel
+            self.n_pixels, self.n_values = channels * height * width, 2
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        if not self.pooled:
+            return (obs.reshape(-1) > 0).astype(np.intp)
+        frame, f = obs[-1], self.factor  # the newest frame of the stack
+        # block sums as f * f strided slices: several times faster than reshape(s, f, s, f).sum(axis=(1, 3))
+        sums = sum(frame[i::f, j::f].astype(np.intp) for i in range(f) for j in range(f))
+        return (sums * self.levels // (256 * f * f)).reshape(-1)
+
+
+class Recognizer:
+    """The windowed Forget-Me-Not recogniser: :meth:`observe` a frame, get the current context's index."""
+
+    def __init__(self, shape: tuple[int, ...], settings: RecognitionConfig | None = None) -> None:
+        self.settings = s = settings if settings is not None else RecognitionConfig()
+        self.quantize = Quantizer(shape, s.size, s.levels)
+        P, V, K, W = self.quantize.n_pixels, self.quantize.n_values, s.max_contexts, s.window
+        self.n_pixels, self.n_values = P, V
+        self._offsets = np.arange(P, dtype=np.intp) * V  # pixel p's value v sits at p * V + v
+        self.counts = np.zeros((K, P * V), dtype=np.int64)  # n_k[p, v], flat
+        self.totals = np.zeros(K, dtype=np.int64)  # N_k
+        self.log_counts = np.full((K, P * V), math.log(s.alpha))  # log(n_k + alpha), kept in step with counts
+        self.n_contexts = 1  # context 0 exists (empty) from the start: the first game needs no switch
+        self.current = 0
+        self.frames = np.zeros((W, P), dtype=np.uint8)  # the window's quantised frames (a ring)
+        self.scores = np.zeros((W, K))  # each window frame's log-likelihood under every context when it came
+        self.score_sums = np.zeros(K)  # their sums over the window, kept in step
+        self.window_counts = np.zeros(P * V, dtype=np.int64)  # m[p, v] over the window
+        self.fresh_sum = 0.0  # sum over (p, v) of lgamma(m + alpha) - lgamma(alpha): the untrained evidence
+        self.pos = 0  # next ring slot
+        self.filled = 0  # frames in the window since it last restarted
+        self.switches = 0
+        self.probation = False  # a change was detected: the next ``window`` frames decide where it leads
+
+    # -- scores ---------------------------------------------------------------------------------------
+
+    def log_likelihoods(self, x: np.ndarray) -> np.ndarray:
+        """log p_k(frame) under every stored context k (a quantised frame ``x``), vectorised over pixels."""
+        K, s = self.n_contexts, self.settings
+        idx = self._offsets + x
+        # np.take along the pixel axis: several times faster than the equivalent fancy index [:K, idx]
+        return np.take(self.log_counts[:K], idx, axis=1).sum(axis=1) - self.n_pixels * np.log(
+            self.totals[:K] + self.n_values * s.alpha
+        )
+
+    def fresh_evidence(self) -> float:
+        """log p(window frames) under an untrained context: the Dirichlet-multinomial marginal likelihood."""
+        a, V, n = self.settings.alpha, self.n_values, self.filled
+        return self.fresh_sum - self.n_pixels * (math.lgamma(n + V * a) - math.lgamma(V * a))
+
+    def evidence(self) -> np.ndarray:
+        """Summed window scores of every stored context, then the untrained model's evidence (last entry)."""
+        evidence = np.empty(self.n_contexts + 1)
+        evidence[:-1] = self.score_sums[: self.n_contexts]
+        evidence[-1] = self.fresh_evidence()
+        return evidence
+
+    # -- the online step ------------------------------------------------------------------------------
+
+    def observe(self, obs: np.ndarray) -> int:
+        """Score one observation, learn it (outside a probation), detect or decide a switch; return the current
+        context."""
+        s, W = self.settings, self.settings.window
+        x = self.quantize(obs)
+        idx = self._offsets + x
+        scores = self.log_likelihoods(x)
+        if self.filled == W:  # the oldest frame leaves the window
+            self.score_sums -= self.scores[self.pos]
+            old = self._offsets + self.frames[self.pos]
+            self.window_counts[old] -= 1
+            self.fresh_sum -= np.log(self.window_counts[old] + s.alpha).sum()
+        else:
+            self.filled += 1
+        self.fresh_sum += np.log(self.window_counts[idx] + s.alpha).sum()
+        self.window_counts[idx] += 1
+        self.frames[self.pos] = x
+        self.scores[self.pos, : self.n_contexts] = scores
+        self.score_sums[: self.n_contexts] += scores
+        self.pos = (self.pos + 1) % W
+        evidence = self.evidence()
+        if self.n_contexts >= s.max_contexts:
+            evidence[-1] = -np.inf
+        if self.probation:
+            if self.filled == W:
+                self._decide(evidence)
+            return self.current
+        self._learn(self.current, idx, 1)
+        mine = evidence[self.current]
+        evidence[self.current] = -np.inf
+        if evidence.max() - mine > s.threshold:  # a change: judge the frames that come after it
+            self.probation = True
+            self._restart_window()
+        return self.current
+
+    def _decide(self, evidence: np.ndarray) -> None:
+        """End of a probation: the window holds only frames after the change. The stored context that explains
+        them best takes them (the current one again: a false alarm), unless the untrained model explains them
+        better still (a new context)."""
+        best = int(np.argmax(evidence[:-1]))
+        if evidence[-1] > evidence[best] + self.settings.threshold:
+            best = self.n_contexts
+            self.n_contexts += 1
+        for x in self.frames[: self.filled]:
+            self._learn(best, self._offsets + x.astype(np.intp), 1)
+        self.switches += best != self.current
+        self.current = best
+        self.probation = False
+        self._restart_window()
+
+    def _learn(self, k: int, idx: np.ndarray, n: int) -> None:
+        counts = self.counts[k]  # 1-D views: their fancy indexing is the fast path
+        counts[idx] += n
+        self.totals[k] += n
+        self.log_counts[k][idx] = np.log(counts[idx] + self.settings.alpha)
+
+    def _restart_window(self) -> None:
+        self.window_counts[:] = 0
+        self.scores[:] = 0.0
+        self.score_sums[:] = 0.0
+        self.fresh_sum = 0.0
+        self.filled = self.pos = 0
+
+    # -- classification without learning (evaluation) -------------------------------------------------
+
+    def classify(self, observations: np.ndarray) -> int:
+        """The context that best explains a batch of observations of one game, without learning them: the stored
+        context with the highest summed log-likelihood, or ``n_contexts`` (a context not created yet: untrained
+        parts) when the untrained model's evidence for the batch is higher still."""
+        xs = np.stack([self.quantize(o) for o in observations])
+        idx = self._offsets + xs
+        stored = self.log_counts[: self.n_contexts, idx].sum(axis=2).sum(axis=1) - len(xs) * self.n_pixels * np.log(
+            self.totals[: self.n_contexts] + self.n_values * self.settings.alpha
+        )
+        a, V = self.settings.alpha, self.n_values
+        m = np.bincount(idx.reshape(-1), minlength=self.n_pixels * V)
+        lg = np.vectorize(math.lgamma)
+        fresh = float((lg(m + a) - math.lgamma(a)).sum()) - self.n_pixels * (
+            math.lgamma(len(xs) + V * a) - math.lgamma(V * a)
+        )
+        best = int(np.argmax(stored))
+        if fresh > stored[best] and self.n_contexts < self.settings.max_contexts:
+            return self.n_contexts
+        return best
+
+    # -- checkpoint -----------------------------------------------------------------------------------
+
+    _ARRAYS = ("counts", "totals", "log_counts", "frames", "scores", "score_sums", "window_counts")
+    _SCALARS = ("n_contexts", "current", "pos", "filled", "switches", "probation")
+
+    def state_dict(self) -> dict[str, Any]:
+        """Arrays and numbers only (the checkpoint stays code-free)."""
+        return {
+            **{k: getattr(self, k).copy() for k in self._ARRAYS},
+            **{k: int(getattr(self, k)) for k in self._SCALARS},
+            "fresh_sum": float(self.fresh_sum),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for k in self._ARRAYS:
+            value = np.asarray(state[k])
+            if value.shape != getattr(self, k).shape:
+                raise ValueError(
+                    f"recognition state {k} has shape {value.shape}, this run needs {getattr(self, k).shape}"
+                )
+            setattr(self, k, value.astype(getattr(self, k).dtype))
+        for k in self._SCALARS:
+            setattr(self, k, type(getattr(self, k))(state[k]))
+        self.fresh_sum = float(state["fresh_sum"])
+
+
+def context_key(k: int) -> str:
+    """The name of context ``k`` where per-game parts are keyed by name (replay memories, anchors, stores)."""
+    return f"context-{k}"
+
+
+def context_index(key: str) -> int:
+    return int(key.removeprefix("context-"))
+
+
+# -- what the trainer reports (summary.json, TensorBoard) ---------------------------------------------------------
+
+
+def new_record() -> dict[str, Any]:
+    """The trainer's tally of recognition against the true games: plain containers, checkpointed with its state."""
+    return {"confusion": {}, "switches": [], "true_switches": [], "seconds": 0.0}
+
+
+def assignment(confusion: dict[str, dict[str, int]]) -> dict[str, str]:
+    """Game -> the context that stands for it: one-to-one, the largest cells of the confusion table first (greedy;
+    exact for the tables of a working recogniser, where each game's context holds most of its steps)."""
+    cells = sorted(((n, g, c) for g, row in confusion.items() for c, n in row.items()), reverse=True)
+    chosen: dict[str, str] = {}
+    for _, game, context in cells:
+        if game not in chosen and context not in chosen.values():
+            chosen[game] = context
+    return chosen
+
+
+def metrics(record: dict[str, Any]) -> dict[str, Any]:
+    """Accuracy per game (steps spent in the game's own context, one context per game), overall accuracy,
+    detection delays (agent steps from a true switch to the first inferred switch after it, within its segment),
+    missed and false switches (inferred switches that are not the first after a true switch)."""
+    confusion = record["confusion"]
+    own = assignment(confusion)
+    steps = {g: sum(row.values()) for g, row in confusion.items()}
+    right = {g: row.get(own.get(g, ""), 0) for g, row in confusion.items()}
+    delays = [t["detected"] - t["step"] for t in record["true_switches"] if t["detected"] is not None]
+    total = sum(steps.values())
+    return {
+        "overall_accuracy": sum(right.values()) / total if total else None,
+        "accuracy": {g: right[g] / steps[g] for g in confusion if steps[g]},
+        "context_of_game": own,
+        "delays": delays,
+        "median_delay": float(np.median(delays)) if delays else None,
+        "missed_switches": sum(t["detected"] is None for t in record["true_switches"]),
+        "false_switches": len(record["switches"]) - len(delays),
+        "switches": record["switches"],
+        "confusion": confusion,
+        "time_s": round(record["seconds"], 2),
+    }
