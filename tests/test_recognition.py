@@ -127,6 +127,18 @@ def test_log_likelihoods_and_the_untrained_evidence_against_explicit_loops(kind:
     assert rec.fresh_evidence() == pytest.approx(explicit_fresh_evidence(window, rec.quantize, s.alpha), rel=1e-9)
 
 
+def test_sparse_binary_scores_stay_exact_past_the_log_tables_first_size() -> None:
+    """The binary planes' scores (all-empty frame + active pixels' log-odds, logs from a table grown with the counts)
+    against the explicit per-pixel loop, once a context has learnt more frames than the table first held."""
+    obs, _ = stream("planes", [0], 1_500, seed=5)
+    rec = Recognizer(obs[0].shape, settings())
+    run(rec, obs)
+    assert rec.totals[0] == 1_500 > 1024
+    probe = stream("planes", [1], 1, seed=6)[0][0]
+    got = rec.log_likelihoods(rec.quantize(probe))[0]
+    assert got == pytest.approx(explicit_log_likelihood(rec, probe, 0), rel=1e-12)
+
+
 def test_quantizer_averages_blocks_into_levels() -> None:
     q = Quantizer((2, 4, 4), size=2, levels=4)
     frame = np.zeros((2, 4, 4), dtype=np.uint8)
