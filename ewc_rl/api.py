@@ -143,11 +143,13 @@ def compare(
     device: str = "auto",
     progress: bool = False,
     fresh_references: bool | str = False,
+    threads: int | None = None,
 ) -> Comparison:
     """Train every agent x ``grid`` value x seed (as ``ewc-rl compare``), then write and return the report.
 
     ``fresh_references``: also a fresh network per game and seed (``True``: the first agent's file, or name one),
-    the baselines of the report's plasticity and forward transfer (``compare --fresh-references``)."""
+    the baselines of the report's plasticity and forward transfer (``compare --fresh-references``). ``threads``:
+    torch threads per run (``compare --threads``; default: the cores divided between the runs at once)."""
     from ewc_rl.config import load_config
     from ewc_rl.envs import parse_games
     from ewc_rl.errors import RunError
@@ -170,7 +172,7 @@ def compare(
         fresh_games=list(dict.fromkeys(names)) if fresh else [],
     )
     path = Path(logdir)
-    failed = run_grid(spec, path, workers=workers, device=device, progress=progress)
+    failed = run_grid(spec, path, workers=workers, device=device, progress=progress, threads=threads)
     if failed:
         raise RunError(f"{failed} run(s) failed; their logs are in {path / 'logs'}")
     write_report(path)

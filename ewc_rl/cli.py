@@ -311,6 +311,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="local backend: runs at once; torch threads are divided between them (default: 2)",
     )
     compare.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="local backend: torch threads per run (default: the cores divided between the runs at once; "
+        "say 1 when other jobs share the machine)",
+    )
+    compare.add_argument(
         "--backend",
         choices=("local", "ray"),
         default="local",
@@ -655,6 +663,8 @@ def _compare(args: argparse.Namespace) -> int:
         networks.resolve(cfg.agent.network, suite(games[0]))
     _note_revisits(games, orders)
     fresh = _fresh_agent(args, games)
+    if args.backend == "ray" and args.threads is not None:
+        raise UsageError("--threads is for the local backend; the ray backend's runs take --cpus-per-run threads")
     if not args.dry_run:
         _check_device(args.device)
         check_writable(args.logdir)
@@ -695,7 +705,12 @@ def _compare(args: argparse.Namespace) -> int:
             )
         else:
             failed = run_grid(
-                spec, args.logdir, workers=args.workers, device=args.device, progress=not args.no_progress
+                spec,
+                args.logdir,
+                workers=args.workers,
+                device=args.device,
+                progress=not args.no_progress,
+                threads=args.threads,
             )
     except KeyboardInterrupt as stop:
         print(

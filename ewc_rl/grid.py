@@ -253,10 +253,21 @@ def pending(spec: GridSpec, logdir: Path) -> list[Cell]:
     return todo
 
 
-def run_grid(spec: GridSpec, logdir: Path, *, workers: int, device: str = "auto", progress: bool = True) -> int:
-    """Run every unfinished cell in local worker processes; returns the number of failed runs."""
+def run_grid(
+    spec: GridSpec,
+    logdir: Path,
+    *,
+    workers: int,
+    device: str = "auto",
+    progress: bool = True,
+    threads: int | None = None,
+) -> int:
+    """Run every unfinished cell in local worker processes; returns the number of failed runs.
+
+    ``threads``: torch threads per run; by default the cores divided between the runs at once. Name it when the
+    machine has other work: a lone run with every core's threads slows to a crawl when it shares them."""
     todo = pending(spec, logdir)
-    pool = _Pool(spec, logdir, max(1, min(workers, len(todo) or 1)), device)
+    pool = _Pool(spec, logdir, max(1, min(workers, len(todo) or 1)), device, threads)
     cells = spec.cells()
     # SIGINT/SIGTERM only set a flag the loop checks: a KeyboardInterrupt raised inside Popen.poll() can leave
     # the Popen's internal lock held, and the wait() that follows would then hang forever.
@@ -283,11 +294,11 @@ def run_grid(spec: GridSpec, logdir: Path, *, workers: int, device: str = "auto"
 
 
 class _Pool:
-    """Worker processes, each an ``ewc-rl train`` with ``cores // workers`` torch threads."""
+    """Worker processes, each an ``ewc-rl train`` with ``threads`` (default ``cores // workers``) torch threads."""
 
-    def __init__(self, spec: GridSpec, logdir: Path, workers: int, device: str) -> None:
+    def __init__(self, spec: GridSpec, logdir: Path, workers: int, device: str, threads: int | None = None) -> None:
         self.spec, self.logdir, self.workers, self.device = spec, logdir, workers, device
-        self.threads = max(1, (os.cpu_count() or 1) // workers)
+        self.threads = threads or max(1, (os.cpu_count() or 1) // workers)
         self.running: dict[subprocess.Popen, tuple[Cell, float]] = {}
         self.signum: int | None = None
 

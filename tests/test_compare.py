@@ -521,3 +521,29 @@ def test_a_game_named_twice_is_said_to_be_a_revisit(capsys):
     err = capsys.readouterr().err
     assert "note: --games names MinAtar/Breakout more than once: each later visit is a revisit" in err
     assert err.count("\n") == 1
+
+
+def test_threads_per_run_divide_the_cores_unless_named(tmp_path, monkeypatch):
+    import os
+
+    from ewc_rl.grid import _Pool, train_argv
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    spec = GridSpec(agents=["minatar-dqn"], seeds=[0], games=["MinAtar/Breakout"], steps_per_game=10)
+    assert _Pool(spec, tmp_path, 2, "cpu").threads == 4
+    assert _Pool(spec, tmp_path, 1, "cpu").threads == 8  # a lone run takes every core by default...
+    pool = _Pool(spec, tmp_path, 1, "cpu", threads=1)  # ...unless told otherwise (compare --threads 1)
+    argv = train_argv(spec, spec.cells()[0], tmp_path, "cpu", pool.threads)
+    assert pool.threads == 1 and argv[argv.index("--threads") + 1] == "1"
+
+
+def test_threads_must_be_positive_and_local(tmp_path, capsys):
+    for extra in (["--threads", "0"], ["--threads", "1", "--backend", "ray"]):
+        try:  # argparse's own errors exit, the suite's return
+            code = main(["compare", *ARGS, "--logdir", str(tmp_path / "c"), *extra])
+        except SystemExit as stop:
+            code = stop.code
+        assert code == 2
+        err = capsys.readouterr().err.strip()
+        assert "--threads" in err and "Traceback" not in err
+    assert not (tmp_path / "c").exists()
