@@ -103,7 +103,7 @@ class ContinualDQN(DQN):
         super()._setup_model()
         # SB3 switches every module's train/eval mode on each predict and each train() call; that is pure cost
         # (about 5% of MinAtar training) unless some layer behaves differently in the two modes.
-        self._mode_matters = any(
+        self.mode_matters = any(
             isinstance(m, (th.nn.Dropout, th.nn.modules.batchnorm._BatchNorm)) for m in self.policy.modules()
         )
         for method in self.methods:
@@ -116,7 +116,7 @@ class ContinualDQN(DQN):
         return super()._setup_learn(*args, **kwargs)
 
     def _set_training_mode(self, mode: bool) -> None:
-        if self._mode_matters:
+        if self.mode_matters:
             self.policy.set_training_mode(mode)
 
     def _greedy(self, observation: np.ndarray) -> np.ndarray:
@@ -312,11 +312,20 @@ class ContinualDQN(DQN):
             own = batch_size - sum(method.batch_share(self, batch_size) for method in self.methods)
             data = self.replay_buffer.sample(own, env=self._vec_normalize_env)  # type: ignore[union-attr]  # set in a segment
             target = self.td_targets(data)
-            q = self.q_net(data.observations).gather(1, data.actions.long())
+            # States the methods need Q-values of go through the same forward (see Method.inputs).
+            joined = [method.inputs(self, data) for method in self.methods]
+            extra_rows = [x for x in joined if x is not None]
+            q_all = self.q_net(th.cat([data.observations, *extra_rows]) if extra_rows else data.observations)
+            q = q_all[:own].gather(1, data.actions.long())
             td_loss = F.smooth_l1_loss(q, target)
             loss = td_loss if own == batch_size else td_loss * (own / batch_size)
-            for method in self.methods:
-                extra = method.loss(self, data)
+            start = own
+            for method, rows in zip(self.methods, joined, strict=True):
+                if rows is None:
+                    extra = method.loss(self, data)
+                else:
+                    extra = method.joined_loss(self, data, q_all[start : start + len(rows)])
+                    start += len(rows)
                 if extra is not None:
                     loss = loss + extra
             self.policy.optimizer.zero_grad()

@@ -253,7 +253,7 @@ class PathIntegral:
     omega_i = sum_t -g_i(t) (theta_i(t+1) - theta_i(t)), with g the training loss's gradient before the update;
     at the end Omega_i = max(omega_i, 0) / ((theta_i(end) - theta_i(start))^2 + xi). Negative path integrals (the
     loss rose along that coordinate) are clipped to 0 so that the quadratic anchor stays convex. Four passes over
-    the parameters per update, in foreach kernels.
+    the parameters per update, in foreach kernels, into buffers kept for the game (no allocation per update).
     """
 
     def __init__(self, damping: float = 1e-3) -> None:
@@ -276,10 +276,14 @@ class PathIntegral:
         torch._foreach_copy_(self.grad, [cast(Tensor, p.grad) for p in params.values()])
 
     def record_step(self, params: Mapping[str, Tensor]) -> None:
-        """The optimiser has moved the parameters: omega -= g(t) * (theta(t+1) - theta(t))."""
+        """The optimiser has moved the parameters: omega -= g(t) * (theta(t+1) - theta(t)).
+
+        Computed as omega += g(t) * (theta(t) - theta(t+1)) inside the buffer of theta(t), which then takes
+        theta(t+1): the same numbers (a sign moved between exact negations) without a full-size temporary.
+        """
         thetas = [p.detach() for p in params.values()]
-        delta = torch._foreach_sub(thetas, self.previous)
-        torch._foreach_addcmul_(self.omega, self.grad, delta, value=-1.0)
+        torch._foreach_sub_(self.previous, thetas)
+        torch._foreach_addcmul_(self.omega, self.grad, self.previous)
         torch._foreach_copy_(self.previous, thetas)
 
     def importance(self, params: Mapping[str, Tensor]) -> FisherDict:

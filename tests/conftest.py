@@ -105,15 +105,16 @@ def game_of(obs: th.Tensor) -> str:
     return next(g for g, off in sorted(OFFSETS.items(), key=lambda kv: -kv[1]) if value >= off)
 
 
-def sequence_agent(methods: list, tmp_path, **kw):
-    """A ContinualDQN with the MinAtar network and per-game layers for the games A, B, C of :data:`OFFSETS`."""
+def sequence_agent(methods: list, tmp_path, per_game_layers: bool = True, **kw):
+    """A ContinualDQN with the MinAtar network and per-game layers (unless not ``per_game_layers``) for the games
+    A, B, C of :data:`OFFSETS`."""
     from stable_baselines3.common.logger import configure
     from stable_baselines3.common.vec_env import DummyVecEnv
 
     from ewc_rl import networks
     from ewc_rl.agent import ContinualDQN
 
-    policy, policy_kwargs = networks.policy("minatar", len(OFFSETS))
+    policy, policy_kwargs = networks.policy("minatar", len(OFFSETS) if per_game_layers else 0)
     args = dict(
         learning_starts=20,
         buffer_size=500,

@@ -8,6 +8,7 @@ through the same checks, ``train``, ``compare`` and ``--dry-run``.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib
 import json
@@ -17,6 +18,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch as th
 from stable_baselines3.common.logger import configure
@@ -27,7 +29,7 @@ from ewc_rl.agent import ContinualDQN
 from ewc_rl.cli import main
 from ewc_rl.config import ConfigError, from_dict, load_config
 from ewc_rl.methods import Method, SegmentEnd
-from tests.conftest import TinyImageEnv
+from tests.conftest import TinyImageEnv, sequence_agent, train_game
 
 GAMES = "MinAtar/Breakout,MinAtar/SpaceInvaders"
 TINY = [
@@ -285,3 +287,39 @@ def test_the_anchor_with_si_or_mas_importances_resumes_exactly(importance, tmp_p
         monkeypatch,
         {"kind": "ewc", "lambda": 10.0, "fisher": importance, "fisher_states": 16, "fisher_batch_size": 8},
     )
+
+
+@pytest.mark.parametrize("name", ["rehearsal", "functional"])
+def test_a_methods_states_join_the_updates_forward_and_change_nothing(name, tmp_path):
+    """Without per-game layers, rehearsal's and the functional anchor's states go through the update's own forward
+    (Method.inputs): the update must equal the one in which their loss() runs a forward of its own."""
+    method = _method(name)
+    agent = sequence_agent([method], tmp_path, per_game_layers=False)
+    train_game(agent, "A")
+    train_game(agent, "B")
+    train_game(agent, "C", steps=30, end=False)
+    start = (
+        {k: v.clone() for k, v in agent.q_net.state_dict().items()},
+        copy.deepcopy(agent.policy.optimizer.state_dict()),
+    )
+    rng = np.random.get_state()
+    joined = []
+    joined_loss = method.joined_loss
+    method.joined_loss = lambda *args: joined.append(len(args[2])) or joined_loss(*args)  # type: ignore[method-assign]
+
+    def update() -> dict[str, th.Tensor]:
+        """One update from the same start; its (clipped) gradients, which stay in .grad until the next update."""
+        agent.q_net.load_state_dict(start[0])
+        agent.policy.optimizer.load_state_dict(copy.deepcopy(start[1]))
+        np.random.set_state(rng)
+        agent.train(1, agent.batch_size)
+        return {k: p.grad.clone() for k, p in agent.q_net.named_parameters()}
+
+    got = update()
+    assert joined == [method.batch_share(agent, 16) or method.settings.batch_size]  # it did join
+    method.inputs = lambda agent, batch: None  # type: ignore[method-assign]  # each its own forward, as before
+    want = update()
+    assert len(joined) == 1
+    for k, v in want.items():
+        th.testing.assert_close(got[k], v, rtol=1e-5, atol=1e-7, msg=k)
+    assert any(bool(v.any()) for v in want.values())

@@ -153,3 +153,39 @@ def test_non_finite_fisher_is_refused_at_consolidation():
     f["w"][1, 1] = float("nan")
     with pytest.raises(FloatingPointError, match="non-finite Fisher"):
         Penalty("ewc", LAM).consolidate("a", _params(1), f)
+
+
+def _check_direct_gradient(pen, theta, value):
+    want_value, want_grad = _value_and_grad(pen, theta)
+    leaf = {n: v.clone().requires_grad_(True) for n, v in theta.items()}
+    for p in leaf.values():
+        p.grad = th.full_like(p, -0.5)
+    got = pen.add_gradient(leaf, value=value)
+    assert got is None if not value else got == pytest.approx(want_value, rel=1e-5)
+    for n in theta:
+        th.testing.assert_close(leaf[n].grad, want_grad[n] - 0.5, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.filterwarnings("error")  # a buffer of the wrong shape would be resized by torch with a warning
+def test_direct_gradient_stays_right_as_the_anchors_change():
+    """add_gradient reuses its (theta - mu) buffers across updates; a replaced anchor, a release, a clear followed
+    by anchors of other shapes under the same names, and a reload must each give autograd's gradient again."""
+    pen = Penalty("ewc", LAM)
+    pen.consolidate("a", _params(1), _fisher(2))
+    theta = _params(3)
+    for value in (True, False, True, False):  # the value squares the buffer in place: the next call refills it
+        _check_direct_gradient(pen, theta, value)
+    pen.consolidate("a", _params(4), _fisher(5))  # a revisit replaces the anchor
+    _check_direct_gradient(pen, theta, False)
+    pen.release({"w": th.rand(4, 3, generator=th.Generator().manual_seed(6)) < 0.5})
+    _check_direct_gradient(pen, theta, True)
+    pen.clear()
+    g = th.Generator().manual_seed(7)
+    wide = {"w": th.randn(2, 5, generator=g), "b": th.randn(5, generator=g)}
+    pen.consolidate("a", wide, {n: th.rand(v.shape, generator=g) for n, v in wide.items()})
+    other_theta = {n: v + th.randn(v.shape, generator=g) for n, v in wide.items()}
+    _check_direct_gradient(pen, other_theta, False)
+    source = Penalty("ewc", LAM)
+    source.consolidate("b", _params(8), _fisher(9))
+    pen.load_state_dict(source.state_dict(), "cpu")
+    _check_direct_gradient(pen, theta, True)

@@ -9,6 +9,7 @@ fixed points of a run; a method overrides only those it needs:
     on_segment_start(agent, game)      a game's segment begins (also when a segment is resumed)
     batch_share(agent, batch_size)     how many of each update's samples the method supplies itself (rehearsal)
     loss(agent, batch)                 a term added to the TD loss before backward (sees the batch, both networks)
+    inputs(agent, batch)               states to evaluate in the update's own forward; then joined_loss instead of loss
     on_gradients(agent, params, log)   after backward, before clipping: add to ``.grad`` directly
     after_step(agent)                  after the optimiser step (path integrals, periodic resets)
     on_segment_end(agent, end)         the segment is over and evaluated: consolidate, store, reset
@@ -107,6 +108,21 @@ class Method:
     def loss(self, agent: ContinualDQN, batch: ReplayBufferSamples) -> th.Tensor | None:
         """A differentiable term added to the TD loss of this update, or None."""
         return None
+
+    def inputs(self, agent: ContinualDQN, batch: ReplayBufferSamples) -> th.Tensor | None:
+        """Observations whose online Q-values this update's term needs, to be evaluated in the update's own forward
+        (joined to the batch's); the learner then calls :meth:`joined_loss` with their Q-values instead of
+        :meth:`loss`. None (the default): :meth:`loss` runs its own forward.
+
+        A second forward through the same weights costs more than the extra rows of one: backward computes every
+        weight's gradient once per forward and sums the full-size copies. Join only where the rows cannot tell
+        (no per-game layers, no batch statistics: :func:`ewc_rl.methods.store.one_forward`).
+        """
+        return None
+
+    def joined_loss(self, agent: ContinualDQN, batch: ReplayBufferSamples, q: th.Tensor) -> th.Tensor | None:
+        """:meth:`loss` given ``q``, the online Q-values of the observations the latest :meth:`inputs` returned."""
+        raise NotImplementedError(f"{type(self).__name__} returns inputs() but has no joined_loss()")
 
     def on_gradients(self, agent: ContinualDQN, params: dict[str, th.nn.Parameter], log: bool) -> dict[str, float]:
         """Add to the ``.grad`` of ``params`` (the shared parameters) after backward; return ``train/<key>`` values

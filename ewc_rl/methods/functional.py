@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from ewc_rl.config import ConfigError, setting
 from ewc_rl.envs import observation_shape
 from ewc_rl.methods import Method, SegmentEnd, register
-from ewc_rl.methods.store import GameStore, playing
+from ewc_rl.methods.store import GameStore, Rows, one_forward, playing
 from ewc_rl.replay import sample_transitions
 from ewc_rl.schedule import unique_games
 
@@ -66,6 +66,7 @@ class FunctionalAnchor(Method):
         super().__init__(settings)
         self.store = GameStore()
         self._last: list[tuple[str, th.Tensor]] = []
+        self._rows: list[tuple[str, Rows]] = []  # the latest joined draw's rows (see inputs)
 
     # -- before a run --------------------------------------------------------------------------------
 
@@ -98,17 +99,35 @@ class FunctionalAnchor(Method):
         self._last = self.store.draw(self.settings.batch_size, exclude=agent.game)
         return self._value(agent, self._last)
 
+    def inputs(self, agent: ContinualDQN, batch: ReplayBufferSamples) -> th.Tensor | None:
+        if self.settings.lam == 0 or not one_forward(agent) or not self.store.others(agent.game):
+            return None
+        self._last = self.store.draw(self.settings.batch_size, exclude=agent.game)
+        self._rows = [(game, self.store.rows(game, index)) for game, index in self._last]
+        return th.cat([rows["observations"] for _, rows in self._rows])
+
+    def joined_loss(self, agent: ContinualDQN, batch: ReplayBufferSamples, q: th.Tensor) -> th.Tensor | None:
+        total, start = q.new_zeros(()), 0
+        for game, rows in self._rows:
+            old = rows["q_values"]
+            total = total + self._divergence(game, q[start : start + len(old)], old)
+            start += len(old)
+        return self.settings.lam * total / start
+
     def objective(self, agent: ContinualDQN, batch: ReplayBufferSamples) -> th.Tensor | None:
         """The term of the latest :meth:`loss`, at its draw."""
         return self._value(agent, self._last)
 
     def value(self, agent: ContinualDQN, game: str, index: th.Tensor) -> th.Tensor:
         """The sum over the states ``index`` of ``game`` of the per-state divergence from the stored outputs."""
-        s = self.settings
         rows = self.store.rows(game, index)
         with playing(agent, game):
             q = agent.q_net(rows["observations"])
-        old = rows["q_values"]
+        return self._divergence(game, q, rows["q_values"])
+
+    def _divergence(self, game: str, q: th.Tensor, old: th.Tensor) -> th.Tensor:
+        """The sum over states of the divergence of the Q-values ``q`` from the stored ``old`` (rows of ``game``)."""
+        s = self.settings
         if s.target == "policy":
             return F.kl_div(
                 F.log_softmax(q / s.tau, 1), F.log_softmax(old / s.tau, 1), reduction="sum", log_target=True

@@ -23,7 +23,7 @@ from stable_baselines3.common.type_aliases import ReplayBufferSamples
 from ewc_rl.config import ConfigError, setting
 from ewc_rl.envs import observation_shape, suite
 from ewc_rl.methods import Method, SegmentEnd, register
-from ewc_rl.methods.store import GameStore, Rows, playing
+from ewc_rl.methods.store import GameStore, Rows, one_forward, playing
 from ewc_rl.replay import stored_indices
 from ewc_rl.schedule import unique_games
 
@@ -60,6 +60,10 @@ def _expand(rows: Rows) -> Rows:
     return out
 
 
+def _samples(rows: Rows) -> ReplayBufferSamples:
+    return ReplayBufferSamples(**{k: rows.get(k) for k in FIELDS})  # type: ignore[arg-type]  # discounts: None
+
+
 @register
 class Rehearsal(Method):
     """Mean TD loss over batches of which a fraction rho comes from earlier games' bounded memories."""
@@ -73,6 +77,7 @@ class Rehearsal(Method):
         self.store = GameStore()
         self.seen: dict[str, int] = {}  # transitions each game's memory is a uniform sample of
         self._last: list[tuple[str, th.Tensor]] = []
+        self._joined: ReplayBufferSamples | None = None  # the latest joined draw's transitions (see inputs)
 
     # -- before a run --------------------------------------------------------------------------------
 
@@ -124,14 +129,28 @@ class Rehearsal(Method):
         self._last = self.store.draw(self.batch_share(agent, agent.batch_size), exclude=agent.game)
         return self._td_sum(agent, self._last)
 
+    def inputs(self, agent: ContinualDQN, batch: ReplayBufferSamples) -> th.Tensor | None:
+        n = self.batch_share(agent, agent.batch_size)
+        if not n or not one_forward(agent):
+            return None
+        self._last = self.store.draw(n, exclude=agent.game)
+        parts = [_expand(self.store.rows(game, index)) for game, index in self._last]
+        self._joined = _samples({k: th.cat([p[k] for p in parts]) for k in parts[0]})
+        return self._joined.observations
+
+    def joined_loss(self, agent: ContinualDQN, batch: ReplayBufferSamples, q: th.Tensor) -> th.Tensor | None:
+        data = self._joined
+        assert data is not None, "joined_loss follows inputs"
+        target = agent.td_targets(data)  # no per-game layers here (one_forward): one target forward for all games
+        return F.smooth_l1_loss(q.gather(1, data.actions.long()), target, reduction="sum") / agent.batch_size
+
     def objective(self, agent: ContinualDQN, batch: ReplayBufferSamples) -> th.Tensor | None:
         """The term of the latest :meth:`loss`, at its draw."""
         return self._td_sum(agent, self._last)
 
     def samples(self, game: str, index: th.Tensor) -> ReplayBufferSamples:
         """Remembered transitions of ``game`` as a replay batch."""
-        rows = _expand(self.store.rows(game, index))
-        return ReplayBufferSamples(**{k: rows.get(k) for k in FIELDS})  # type: ignore[arg-type]  # discounts: None
+        return _samples(_expand(self.store.rows(game, index)))
 
     def _td_sum(self, agent: ContinualDQN, draw: list[tuple[str, th.Tensor]]) -> th.Tensor | None:
         """Sum of the per-sample Huber TD losses over the drawn transitions, divided by the batch size."""

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch as th
 
+from ewc_rl.networks import PerGameCnnPolicy
+
 if TYPE_CHECKING:
     from ewc_rl.agent import ContinualDQN
 
@@ -69,6 +71,12 @@ class GameStore:
         self.games = {
             g: {k: v.to(device) for k, v in rows.items()} for g, rows in zip(state["games"], state["rows"], strict=True)
         }
+
+
+def one_forward(agent: ContinualDQN) -> bool:
+    """Whether states of any game can share one forward with the update's batch, each row's output the same as
+    in a forward of its own: no per-game layers (a forward uses one game's) and no batch-statistics layer."""
+    return not isinstance(agent.policy, PerGameCnnPolicy) and not agent.mode_matters
 
 
 @contextmanager
