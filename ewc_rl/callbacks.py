@@ -101,9 +101,8 @@ class Recognize(_SegmentCallback):
         recognizer = agent.recognizer
         assert recognizer is not None
         t0 = time.perf_counter()
-        if self.num_timesteps % trainer.cfg.recognition.every < agent.n_envs:
-            for obs in self.locals["new_obs"]:
-                recognizer.observe(obs)
+        for obs in self.locals["new_obs"]:
+            recognizer.push(obs)
         context = recognizer.current
         record = trainer.state.recognition
         row = record["confusion"].setdefault(self.segment.game, {})

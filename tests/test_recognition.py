@@ -139,6 +139,57 @@ def test_sparse_binary_scores_stay_exact_past_the_log_tables_first_size() -> Non
     assert got == pytest.approx(explicit_log_likelihood(rec, probe, 0), rel=1e-12)
 
 
+def test_push_one_frame_at_a_time_is_observe() -> None:
+    obs, _ = stream("planes", [0, 1, 0], 400)
+    one, queued = Recognizer(obs[0].shape, settings()), Recognizer(obs[0].shape, settings(every=1))
+    assert [queued.push(o) for o in obs] == run(one, obs)
+    assert np.array_equal(queued.counts, one.counts) and queued.fresh_sum == one.fresh_sum
+
+
+@pytest.mark.parametrize("order", [[0, 1, 0], [0, 1, 2, 0, 2, 1]])
+def test_batches_find_every_switch_and_keep_the_window_in_step(order: list[int]) -> None:
+    """A batch of ``every`` frames is one step of the rule: the same switches, each seen at a batch's end; after each
+    batch the window's counts, score sums and untrained evidence are those of the frames it holds."""
+    length, s = 600, settings(every=5)
+    obs, _ = stream("planes", order, length)
+    rec = Recognizer(obs[0].shape, s)
+    contexts = []
+    for t, o in enumerate(obs):
+        contexts.append(rec.push(o))
+        if (t + 1) % s.every:
+            assert contexts[-1] == (contexts[-2] if t else 0)  # the context changes only at a batch's end
+            continue
+        held = rec.frames[: rec.filled]  # after a restart the ring fills from slot 0
+        assert np.array_equal(rec.window_ones, held.sum(axis=0))
+        assert np.allclose(rec.score_sums, rec.scores[: rec.filled].sum(axis=0))
+        expected = explicit_fresh_evidence(list(held.astype(np.float32)), rec.quantize, s.alpha) if len(held) else 0.0
+        assert rec.fresh_evidence() == pytest.approx(expected, rel=1e-9)
+    assert rec.switches == len(order) - 1 and rec.n_contexts == len(set(order))
+    first = {}
+    for k, g in enumerate(order):
+        first.setdefault(g, contexts[(k + 1) * length - 1])
+        seg = contexts[k * length : (k + 1) * length]
+        settled = next(i for i, c in enumerate(seg) if all(c2 == first[g] for c2 in seg[i:]))
+        assert settled <= (3 * s.window + s.every if k else 0), (k, g, settled)
+
+
+def test_a_resumed_recogniser_continues_exactly_with_queued_frames() -> None:
+    obs, _ = stream("planes", [0, 1, 0], 400)
+    whole = Recognizer(obs[0].shape, settings(every=7))
+    expected = [whole.push(o) for o in obs]
+    first = Recognizer(obs[0].shape, settings(every=7))
+    got = [first.push(o) for o in obs[:412]]
+    assert first.n_pending == 412 % 7
+    second = Recognizer(obs[0].shape, settings(every=7))
+    second.load_state_dict({k: np.array(v) if isinstance(v, np.ndarray) else v for k, v in first.state_dict().items()})
+    got += [second.push(o) for o in obs[412:]]
+    assert got == expected
+    old = {k: v for k, v in first.state_dict().items() if k not in ("pending", "n_pending")}  # before batches
+    third = Recognizer(obs[0].shape, settings(every=7))
+    third.load_state_dict(old)
+    assert third.n_pending == 0
+
+
 def test_quantizer_averages_blocks_into_levels() -> None:
     q = Quantizer((2, 4, 4), size=2, levels=4)
     frame = np.zeros((2, 4, 4), dtype=np.uint8)
