@@ -166,15 +166,19 @@ class Recognizer:
         """Queue one observation; every ``settings.every`` observations, process the queue in one pass (binary
         planes: numpy's per-call cost, not arithmetic, is what a frame costs, so a batch costs little more than one
         frame). A batch is one step of the rule: its frames are scored by the contexts as they were before it, then
-        learnt together, and a change is tested once, after the batch. So the context changes at most every
-        ``every`` steps, and a switch is seen up to ``every - 1`` steps later; ``every = 1`` is :meth:`observe`."""
+        learnt together, and a change is tested once, after the batch (while the current context has learnt fewer than
+        ``window`` frames, frame by frame). So the context changes at most every ``every`` steps, and a switch is seen
+        up to ``every - 1`` steps later; ``every = 1`` is :meth:`observe`."""
         self.pending[self.n_pending] = self.quantize(obs)
         self.n_pending += 1
         if self.n_pending == len(self.pending):
             self.n_pending = 0
             frames, i, W = self.pending, 0, self.settings.window
             while i < len(frames):  # a chunk never spans the end of a probation, nor more than the window's ring
-                take = min(len(frames) - i, W - self.filled if self.probation else W)
+                # A young context learns frame by frame: scored before a batch, it would lose to the untrained model,
+                # which learns within the window (the first frames of a run would found a second context).
+                young = not self.probation and self.totals[self.current] < W
+                take = 1 if young else min(len(frames) - i, W - self.filled if self.probation else W)
                 self._batch(frames[i : i + take])
                 i += take
         return self.current

@@ -173,6 +173,18 @@ def test_batches_find_every_switch_and_keep_the_window_in_step(order: list[int])
         assert settled <= (3 * s.window + s.every if k else 0), (k, g, settled)
 
 
+def test_batches_raise_no_false_alarm_at_the_start_of_a_stream() -> None:
+    """A young context (fewer than ``window`` frames) learns frame by frame: scored before a batch, an empty context
+    loses to the untrained model, which learns within the window: an alarm, and on MinAtar a second context."""
+    obs, _ = stream("planes", [0], 2_000, seed=3)
+    rec = Recognizer(obs[0].shape, settings(every=8))
+    alarms = 0
+    for o in obs:
+        assert rec.push(o) == 0
+        alarms += rec.probation
+    assert alarms == 0 and rec.switches == 0 and rec.n_contexts == 1
+
+
 def test_a_resumed_recogniser_continues_exactly_with_queued_frames() -> None:
     obs, _ = stream("planes", [0, 1, 0], 400)
     whole = Recognizer(obs[0].shape, settings(every=7))
@@ -249,6 +261,7 @@ task_inference = "inferred"
 [recognition]
 alpha = 1.0
 max_contexts = 4
+every = 4  # batches: the checkpoint holds the queued frames
 [penalty]
 kind = "ewc"
 lambda = 10.0
