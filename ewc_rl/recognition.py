@@ -169,7 +169,10 @@ class Recognizer:
         learnt together, and a change is tested once, after the batch (while the current context has learnt fewer than
         ``window`` frames, frame by frame). So the context changes at most every ``every`` steps, and a switch is seen
         up to ``every - 1`` steps later; ``every = 1`` is :meth:`observe`."""
-        self.pending[self.n_pending] = self.quantize(obs)
+        if self.binary:  # one ufunc into the queue: the planes' quantiser without its temporary array
+            np.greater(obs.reshape(-1), 0, out=self.pending[self.n_pending])
+        else:
+            self.pending[self.n_pending] = self.quantize(obs)
         self.n_pending += 1
         if self.n_pending == len(self.pending):
             self.n_pending = 0
