@@ -94,26 +94,47 @@ class StopAndCheckpoint(_SegmentCallback):
 class Recognize(_SegmentCallback):
     """With inferred tasks: the recogniser sees every new observation (after the checkpoint callback, which saves
     the state before this step), and a change of its context moves the agent's per-game parts there; the step is
-    tallied against the true game, which only the trainer knows."""
+    tallied against the true game, which only the trainer knows.
+
+    Kept to a few operations per step (inside training, with the network's update between steps, each costs many
+    times what it costs alone): the tally counts steps in the current context and enters the confusion table when
+    the context changes and at each rollout's end (so a checkpoint, taken at a chunk's start, has every step before
+    it); TrainLog records the context with its other points."""
+
+    def _on_training_start(self) -> None:
+        self.context: int | None = None  # the context of the steps counted in ``steps``
+        self.steps = 0
+        self.row = self.trainer.state.recognition["confusion"].setdefault(self.segment.game, {})
+
+    def _tally(self) -> None:
+        if self.steps:
+            key = str(self.context)
+            self.row[key] = self.row.get(key, 0) + self.steps
+            self.steps = 0
 
     def _on_step(self) -> bool:
-        agent, trainer = self.agent, self.trainer
+        agent = self.agent
         recognizer = agent.recognizer
         assert recognizer is not None
         t0 = time.perf_counter()
-        if self.num_timesteps % trainer.cfg.recognition.every < agent.n_envs:
-            for obs in self.locals["new_obs"]:
-                recognizer.observe(obs)
+        for obs in self.locals["new_obs"]:
+            recognizer.push(obs)
         context = recognizer.current
-        record = trainer.state.recognition
-        row = record["confusion"].setdefault(self.segment.game, {})
-        row[str(context)] = row.get(str(context), 0) + agent.n_envs
-        self.logger.record("recognition/context", context)
-        self.logger.record("recognition/game", trainer.columns.index(self.segment.game))
-        record["seconds"] += time.perf_counter() - t0
-        if context_key(context) != agent.game:
-            trainer.switch_task(agent, self.segment, context_key(context), self.logger)
+        changed = context != self.context
+        if changed:
+            self._tally()
+            self.context = context
+        self.steps += agent.n_envs
+        self.trainer.state.recognition["seconds"] += time.perf_counter() - t0
+        if changed and context_key(context) != agent.game:
+            self.trainer.switch_task(agent, self.segment, context_key(context), self.logger)
         return True
+
+    def _on_rollout_end(self) -> None:
+        self._tally()
+
+    def _on_training_end(self) -> None:
+        self._tally()
 
 
 class TrainLog(_SegmentCallback):
@@ -140,6 +161,9 @@ class TrainLog(_SegmentCallback):
             self.logger.record("train/fps", (self.num_timesteps - self.mark_step) / busy)
         self.logger.record("train/epsilon", self.agent.exploration_rate)
         self.logger.record("train/game", self.segment.index)
+        if self.agent.recognizer is not None:  # the inferred context against the true game
+            self.logger.record("recognition/context", self.agent.recognizer.current)
+            self.logger.record("recognition/game", self.trainer.columns.index(self.segment.game))
         self.logger.dump(self.num_timesteps)
         self._mark()
 

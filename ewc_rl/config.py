@@ -129,7 +129,7 @@ class RecognitionConfig:
     size: int = _opt(42, min=1)  # Atari frames are averaged down to size x size (must divide env.screen_size)
     levels: int = _opt(8, min=2, max=256)  # grey levels of an averaged Atari pixel
     max_contexts: int = _opt(16, min=1)  # contexts at most: also the per-game layers' slots when inferred
-    every: int = _opt(1, min=1)  # the recogniser sees every N-th agent step's observation (its cost / N, delay x N)
+    every: int = _opt(1, min=1)  # frames per batch: one vectorised pass every N agent steps (MinAtar: 8)
 
 
 @dataclass

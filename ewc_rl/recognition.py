@@ -112,6 +112,8 @@ class Recognizer:
         self.filled = 0  # frames in the window since it last restarted
         self.switches = 0
         self.probation = False  # a change was detected: the next ``window`` frames decide where it leads
+        self.pending = np.zeros((s.every, P), dtype=np.uint8)  # frames queued by push(), processed every ``every``
+        self.n_pending = 0
 
     @property
     def counts(self) -> np.ndarray:
@@ -157,8 +159,36 @@ class Recognizer:
     def observe(self, obs: np.ndarray) -> int:
         """Score one observation, learn it (outside a probation), detect or decide a switch; return the current
         context."""
-        s, W = self.settings, self.settings.window
-        x = self.quantize(obs)
+        self._step(self.quantize(obs))
+        return self.current
+
+    def push(self, obs: np.ndarray) -> int:
+        """Queue one observation; every ``settings.every`` observations, process the queue in one pass (binary
+        planes: numpy's per-call cost, not arithmetic, is what a frame costs, so a batch costs little more than one
+        frame). A batch is one step of the rule: its frames are scored by the contexts as they were before it, then
+        learnt together, and a change is tested once, after the batch (while the current context has learnt fewer than
+        ``window`` frames, frame by frame). So the context changes at most every ``every`` steps, and a switch is seen
+        up to ``every - 1`` steps later; ``every = 1`` is :meth:`observe`."""
+        if self.binary:  # one ufunc into the queue: the planes' quantiser without its temporary array
+            np.greater(obs.reshape(-1), 0, out=self.pending[self.n_pending])
+        else:
+            self.pending[self.n_pending] = self.quantize(obs)
+        self.n_pending += 1
+        if self.n_pending == len(self.pending):
+            self.n_pending = 0
+            frames, i, W = self.pending, 0, self.settings.window
+            while i < len(frames):  # a chunk never spans the end of a probation, nor more than the window's ring
+                # A young context learns frame by frame: scored before a batch, it would lose to the untrained model,
+                # which learns within the window (the first frames of a run would found a second context).
+                young = not self.probation and self.totals[self.current] < W
+                take = 1 if young else min(len(frames) - i, W - self.filled if self.probation else W)
+                self._batch(frames[i : i + take])
+                i += take
+        return self.current
+
+    def _step(self, x: np.ndarray) -> None:
+        """One quantised frame through the online step."""
+        W = self.settings.window
         scores = self.log_likelihoods(x)
         if self.filled == W:  # the oldest frame leaves the window
             self.score_sums -= self.scores[self.pos]
@@ -167,20 +197,50 @@ class Recognizer:
         self.scores[self.pos, : self.n_contexts] = scores
         self.score_sums[: self.n_contexts] += scores
         self.pos = (self.pos + 1) % W
+        self._test(x[None])
+
+    def _test(self, frames: np.ndarray) -> None:
+        """After ``frames`` entered the window: decide at the end of a probation; else the current context learns
+        them, and a change is detected when a challenger's window evidence beats it by ``threshold``."""
+        s = self.settings
         evidence = self.evidence()
         if self.n_contexts >= s.max_contexts:
             evidence[-1] = -np.inf
         if self.probation:
-            if self.filled == W:
+            if self.filled == s.window:
                 self._decide(evidence)
-            return self.current
-        self._learn(self.current, x[None])
+            return
+        self._learn(self.current, frames)
         mine = evidence[self.current]
         evidence[self.current] = -np.inf
         if evidence.max() - mine > s.threshold:  # a change: judge the frames that come after it
             self.probation = True
             self._restart_window()
-        return self.current
+
+    def _batch(self, X: np.ndarray) -> None:
+        """Quantised frames ``X`` (at most ``window``) through one step: scored by every stored context, into the
+        window (pushing out the frames in the ring slots they take, once it is full), then :meth:`_test`."""
+        if len(X) == 1 or not self.binary:  # Atari's frames: one by one (their cost is far below the agent's)
+            for x in X:
+                self._step(x)
+            return
+        W, K, n = self.settings.window, self.n_contexts, len(X)
+        scores = self.base[:K] + X @ self.log_odds[:K].T  # the sparse scores of all frames in one product
+        slots = (self.pos + np.arange(n)) % W
+        leaving = slots[self.filled + np.arange(n) >= W]
+        self.score_sums -= self.scores[leaving].sum(axis=0)
+        self.score_sums[:K] += scores.sum(axis=0)
+        self.window_ones += X.sum(axis=0, dtype=np.int64) - self.frames[leaving].sum(axis=0, dtype=np.int64)
+        self.filled = min(W, self.filled + n)
+        m = self.window_ones
+        if self.filled == W:
+            self.fresh_sum = float(self._lgamma_full.take(m).sum())
+        else:
+            self.fresh_sum = float((self._lgamma.take(self.filled - m) + self._lgamma.take(m)).sum())
+        self.frames[slots] = X
+        self.scores[slots, :K] = scores
+        self.pos = (self.pos + n) % W
+        self._test(X)
 
     def _window_add(self, x: np.ndarray) -> None:
         """``x`` enters the window (in the ring slot ``pos``), the oldest frame leaving it if it is full."""
@@ -283,9 +343,10 @@ class Recognizer:
 
     # -- checkpoint -----------------------------------------------------------------------------------
 
-    # log_counts, log_odds and base follow from counts: not saved (a checkpoint that has log_counts loads too)
-    _ARRAYS = ("counts", "totals", "frames", "scores", "score_sums", "window_counts")
-    _SCALARS = ("n_contexts", "current", "pos", "filled", "switches", "probation")
+    # log_counts, log_odds and base follow from counts: not saved (a checkpoint that has log_counts loads too);
+    # a checkpoint written before push() has no pending frames (an empty queue)
+    _ARRAYS = ("counts", "totals", "frames", "scores", "score_sums", "window_counts", "pending")
+    _SCALARS = ("n_contexts", "current", "pos", "filled", "switches", "probation", "n_pending")
 
     def state_dict(self) -> dict[str, Any]:
         """Arrays and numbers only (the checkpoint stays code-free)."""
@@ -297,12 +358,13 @@ class Recognizer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         arrays = {}
+        state = {"pending": self.pending, "n_pending": 0, **state}
         for k in self._ARRAYS:
             value, mine = np.asarray(state[k]), getattr(self, k)
             if value.shape != mine.shape:
                 raise ValueError(f"recognition state {k} has shape {value.shape}, this run needs {mine.shape}")
             arrays[k] = value.astype(mine.dtype)
-        for k in ("totals", "frames", "scores", "score_sums"):
+        for k in ("totals", "frames", "scores", "score_sums", "pending"):
             setattr(self, k, arrays[k])
         for k in self._SCALARS:
             setattr(self, k, type(getattr(self, k))(state[k]))

@@ -139,6 +139,69 @@ def test_sparse_binary_scores_stay_exact_past_the_log_tables_first_size() -> Non
     assert got == pytest.approx(explicit_log_likelihood(rec, probe, 0), rel=1e-12)
 
 
+def test_push_one_frame_at_a_time_is_observe() -> None:
+    obs, _ = stream("planes", [0, 1, 0], 400)
+    one, queued = Recognizer(obs[0].shape, settings()), Recognizer(obs[0].shape, settings(every=1))
+    assert [queued.push(o) for o in obs] == run(one, obs)
+    assert np.array_equal(queued.counts, one.counts) and queued.fresh_sum == one.fresh_sum
+
+
+@pytest.mark.parametrize("order", [[0, 1, 0], [0, 1, 2, 0, 2, 1]])
+def test_batches_find_every_switch_and_keep_the_window_in_step(order: list[int]) -> None:
+    """A batch of ``every`` frames is one step of the rule: the same switches, each seen at a batch's end; after each
+    batch the window's counts, score sums and untrained evidence are those of the frames it holds."""
+    length, s = 600, settings(every=5)
+    obs, _ = stream("planes", order, length)
+    rec = Recognizer(obs[0].shape, s)
+    contexts = []
+    for t, o in enumerate(obs):
+        contexts.append(rec.push(o))
+        if (t + 1) % s.every:
+            assert contexts[-1] == (contexts[-2] if t else 0)  # the context changes only at a batch's end
+            continue
+        held = rec.frames[: rec.filled]  # after a restart the ring fills from slot 0
+        assert np.array_equal(rec.window_ones, held.sum(axis=0))
+        assert np.allclose(rec.score_sums, rec.scores[: rec.filled].sum(axis=0))
+        expected = explicit_fresh_evidence(list(held.astype(np.float32)), rec.quantize, s.alpha) if len(held) else 0.0
+        assert rec.fresh_evidence() == pytest.approx(expected, rel=1e-9)
+    assert rec.switches == len(order) - 1 and rec.n_contexts == len(set(order))
+    first = {}
+    for k, g in enumerate(order):
+        first.setdefault(g, contexts[(k + 1) * length - 1])
+        seg = contexts[k * length : (k + 1) * length]
+        settled = next(i for i, c in enumerate(seg) if all(c2 == first[g] for c2 in seg[i:]))
+        assert settled <= (3 * s.window + s.every if k else 0), (k, g, settled)
+
+
+def test_batches_raise_no_false_alarm_at_the_start_of_a_stream() -> None:
+    """A young context (fewer than ``window`` frames) learns frame by frame: scored before a batch, an empty context
+    loses to the untrained model, which learns within the window: an alarm, and on MinAtar a second context."""
+    obs, _ = stream("planes", [0], 2_000, seed=3)
+    rec = Recognizer(obs[0].shape, settings(every=8))
+    alarms = 0
+    for o in obs:
+        assert rec.push(o) == 0
+        alarms += rec.probation
+    assert alarms == 0 and rec.switches == 0 and rec.n_contexts == 1
+
+
+def test_a_resumed_recogniser_continues_exactly_with_queued_frames() -> None:
+    obs, _ = stream("planes", [0, 1, 0], 400)
+    whole = Recognizer(obs[0].shape, settings(every=7))
+    expected = [whole.push(o) for o in obs]
+    first = Recognizer(obs[0].shape, settings(every=7))
+    got = [first.push(o) for o in obs[:412]]
+    assert first.n_pending == 412 % 7
+    second = Recognizer(obs[0].shape, settings(every=7))
+    second.load_state_dict({k: np.array(v) if isinstance(v, np.ndarray) else v for k, v in first.state_dict().items()})
+    got += [second.push(o) for o in obs[412:]]
+    assert got == expected
+    old = {k: v for k, v in first.state_dict().items() if k not in ("pending", "n_pending")}  # before batches
+    third = Recognizer(obs[0].shape, settings(every=7))
+    third.load_state_dict(old)
+    assert third.n_pending == 0
+
+
 def test_quantizer_averages_blocks_into_levels() -> None:
     q = Quantizer((2, 4, 4), size=2, levels=4)
     frame = np.zeros((2, 4, 4), dtype=np.uint8)
@@ -198,6 +261,7 @@ task_inference = "inferred"
 [recognition]
 alpha = 1.0
 max_contexts = 4
+every = 4  # batches: the checkpoint holds the queued frames
 [penalty]
 kind = "ewc"
 lambda = 10.0
