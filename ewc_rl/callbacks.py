@@ -117,8 +117,12 @@ class Recognize(_SegmentCallback):
         recognizer = agent.recognizer
         assert recognizer is not None
         t0 = time.perf_counter()
-        for obs in self.locals["new_obs"]:
-            recognizer.push(obs)
+        new_obs = self.locals["new_obs"]
+        if len(new_obs) == 1:  # one environment: no iterator over the rows
+            recognizer.push(new_obs[0])
+        else:
+            for obs in new_obs:
+                recognizer.push(obs)
         context = recognizer.current
         changed = context != self.context
         if changed:

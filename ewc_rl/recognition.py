@@ -114,6 +114,9 @@ class Recognizer:
         self.probation = False  # a change was detected: the next ``window`` frames decide where it leads
         self.pending = np.zeros((s.every, P), dtype=np.uint8)  # frames queued by push(), processed every ``every``
         self.n_pending = 0
+        # binary planes: the observations as they came, quantised together when the queue is processed (one copy
+        # per frame instead of a quantiser's four numpy calls); its dtype follows the observations'
+        self._raw = np.zeros((s.every, *shape), dtype=np.uint8)
 
     @property
     def counts(self) -> np.ndarray:
@@ -169,12 +172,15 @@ class Recognizer:
         learnt together, and a change is tested once, after the batch (while the current context has learnt fewer than
         ``window`` frames, frame by frame). So the context changes at most every ``every`` steps, and a switch is seen
         up to ``every - 1`` steps later; ``every = 1`` is :meth:`observe`."""
-        if self.binary:  # one ufunc into the queue: the planes' quantiser without its temporary array
-            np.greater(obs.reshape(-1), 0, out=self.pending[self.n_pending])
+        if self.binary:
+            if obs.dtype != self._raw.dtype:
+                self._raw = self._raw.astype(obs.dtype)  # keeps queued rows (0/1 after a checkpoint load)
+            self._raw[self.n_pending] = obs
         else:
             self.pending[self.n_pending] = self.quantize(obs)
         self.n_pending += 1
         if self.n_pending == len(self.pending):
+            self._quantize_queue()
             self.n_pending = 0
             frames, i, W = self.pending, 0, self.settings.window
             while i < len(frames):  # a chunk never spans the end of a probation, nor more than the window's ring
@@ -185,6 +191,12 @@ class Recognizer:
                 self._batch(frames[i : i + take])
                 i += take
         return self.current
+
+    def _quantize_queue(self) -> None:
+        """The binary planes' quantiser (``> 0``) over the queued observations, into ``pending``."""
+        if self.binary and self.n_pending:
+            n = self.n_pending
+            np.greater(self._raw[:n].reshape(n, -1), 0, out=self.pending[:n])
 
     def _step(self, x: np.ndarray) -> None:
         """One quantised frame through the online step."""
@@ -226,8 +238,13 @@ class Recognizer:
             return
         W, K, n = self.settings.window, self.n_contexts, len(X)
         scores = self.base[:K] + X @ self.log_odds[:K].T  # the sparse scores of all frames in one product
-        slots = (self.pos + np.arange(n)) % W
-        leaving = slots[self.filled + np.arange(n) >= W]
+        slots: slice | np.ndarray
+        leaving: slice | np.ndarray
+        if self.filled == W and self.pos + n <= W:  # the usual case: a full window, no wrap; slices, not indices
+            slots = leaving = slice(self.pos, self.pos + n)
+        else:
+            slots = (self.pos + np.arange(n)) % W
+            leaving = slots[self.filled + np.arange(n) >= W]
         self.score_sums -= self.scores[leaving].sum(axis=0)
         self.score_sums[:K] += scores.sum(axis=0)
         self.window_ones += X.sum(axis=0, dtype=np.int64) - self.frames[leaving].sum(axis=0, dtype=np.int64)
@@ -350,6 +367,7 @@ class Recognizer:
 
     def state_dict(self) -> dict[str, Any]:
         """Arrays and numbers only (the checkpoint stays code-free)."""
+        self._quantize_queue()
         return {
             **{k: getattr(self, k).copy() for k in self._ARRAYS},
             **{k: int(getattr(self, k)) for k in self._SCALARS},
@@ -369,7 +387,8 @@ class Recognizer:
         for k in self._SCALARS:
             setattr(self, k, type(getattr(self, k))(state[k]))
         self.fresh_sum = float(state["fresh_sum"])
-        if self.binary:
+        if self.binary:  # the queued frames, quantised already, stand in for the observations they came from
+            self._raw = self.pending.reshape(self._raw.shape).copy()
             self.ones = np.ascontiguousarray(arrays["counts"][:, 1 :: self.n_values])
             self.window_ones = np.ascontiguousarray(arrays["window_counts"][1 :: self.n_values])
             for context in range(len(self.totals)):
