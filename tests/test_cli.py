@@ -10,34 +10,23 @@ import sys
 from pathlib import Path
 
 import pytest
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from ewc_rl.cli import main
+from tests.helpers import budget, events, train
 
-TINY = [
-    "--steps-per-game",
-    "300",
-    "--eval-every",
-    "200",
-    "--eval-episodes",
-    "1",
-    "--no-progress",
-    "--set",
-    "dqn.learning_starts=100",
-    "--set",
+TINY = budget(
+    300,
     "dqn.buffer_size=1000",
-    "--set",
     "dqn.target_update_interval=100",
-    "--set",
     "eval.max_episode_steps=150",
-    "--set",
     "penalty.fisher_states=64",
-]
+    every=200,
+)
 
 
-def _scalars(logdir: Path) -> dict[str, list[tuple[int, float]]]:
-    ea = EventAccumulator(str(logdir), size_guidance={"scalars": 0, "histograms": 0})
-    ea.Reload()
+def _scalars(logdir: Path) -> tuple[dict[str, list[tuple[int, float]]], list[str]]:
+    """Every scalar series (as (step, value) pairs) by tag, and the histogram tags."""
+    ea = events(logdir)
     return {t: [(e.step, e.value) for e in ea.Scalars(t)] for t in ea.Tags()["scalars"]}, ea.Tags()["histograms"]
 
 
@@ -49,23 +38,7 @@ def test_module_entry_point_prints_help():
 def test_ewc_run_on_two_atari_games(tmp_path, capsys):
     logdir = tmp_path / "run"
     # one environment, so that 300 steps per game finish a Breakout episode (train/episode_return)
-    assert (
-        main(
-            [
-                "train",
-                "--agent",
-                "ewc",
-                "--games",
-                "Pong,Breakout",
-                "--logdir",
-                str(logdir),
-                *TINY,
-                "--set",
-                "agent.n_envs=1",
-            ]
-        )
-        == 0
-    )
+    train(logdir, "ewc", "Pong,Breakout", *TINY, "--set", "agent.n_envs=1")
     printed = capsys.readouterr().out
     assert f"tensorboard --logdir {logdir}" in printed
 
@@ -99,7 +72,7 @@ def test_ewc_run_on_two_atari_games(tmp_path, capsys):
 
 def test_dqn_run_has_no_penalty(tmp_path):
     logdir = tmp_path / "run"
-    assert main(["train", "--agent", "dqn", "--games", "Breakout,Pong", "--logdir", str(logdir), *TINY]) == 0
+    train(logdir, "dqn", "Breakout,Pong", *TINY)
     scalars, histograms = _scalars(logdir)
     assert scalars["train/penalty"] and all(v == 0 for _, v in scalars["train/penalty"])
     assert not histograms
@@ -225,27 +198,8 @@ def test_unusable_logdir_or_agent_file_is_one_line_exit_2_nothing_written(tmp_pa
 
 def test_minatar_ewc_run_through_train(tmp_path):
     logdir = tmp_path / "run"
-    args = [
-        "train",
-        "--agent",
-        "minatar-ewc",
-        "--games",
-        "MinAtar/Breakout,MinAtar/SpaceInvaders",
-        "--steps-per-game",
-        "400",
-        "--eval-every",
-        "200",
-        "--eval-episodes",
-        "2",
-        "--no-progress",
-        "--set",
-        "dqn.learning_starts=100",
-        "--set",
-        "penalty.fisher_states=100",
-        "--logdir",
-        str(logdir),
-    ]
-    assert main(args) == 0
+    flags = budget(400, "penalty.fisher_states=100", every=200, episodes=2)
+    train(logdir, "minatar-ewc", "MinAtar/Breakout,MinAtar/SpaceInvaders", *flags)
     summary = json.loads((logdir / "summary.json").read_text())
     assert summary["complete"] and summary["columns"] == ["MinAtar/Breakout", "MinAtar/SpaceInvaders"]
     assert len(summary["score_matrix"]) == 2 and None not in summary["score_matrix"][1]
@@ -313,35 +267,16 @@ def test_dry_run_prints_the_drawn_games_and_memory_identically(tmp_path, capsys)
 
 def test_paper_agent_runs_two_games_at_tiny_sizes(tmp_path):
     logdir = tmp_path / "run"
-    args = [
-        "train",
-        "--agent",
-        "kirkpatrick2017",
-        "--games",
-        "Pong,Breakout",
-        "--steps-per-game",
-        "300",
-        "--eval-episodes",
-        "1",
-        "--no-progress",
-        "--logdir",
-        str(logdir),
-        "--set",
+    flags = budget(
+        300,
         "dqn.buffer_size=1000",
-        "--set",
-        "dqn.learning_starts=100",
-        "--set",
         "agent.epsilon_decay_steps=200",
-        "--set",
         "eval.max_episode_steps=100",
-        "--set",
         "penalty.fisher_states=16",
-        "--set",
         "penalty.fisher_batch_size=8",
-        "--set",
         "penalty.consolidate_after_steps=200",
-    ]
-    assert main(args) == 0
+    )
+    train(logdir, "kirkpatrick2017", "Pong,Breakout", *flags)
     summary = json.loads((logdir / "summary.json").read_text())
     assert summary["complete"] and summary["settings"]["agent"]["per_game_layers"]
     assert None not in summary["score_matrix"][0]  # eval.all_games: Breakout tested before it is trained

@@ -5,35 +5,26 @@ from __future__ import annotations
 import json
 
 import pytest
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from ewc_rl.cli import main
 from ewc_rl.grid import GridSpec, steps_done
 from ewc_rl.progress import ProgressFile
 from ewc_rl.report import aggregate, mean_ci, t_quantile_975, to_markdown
 from ewc_rl.tblog import write_json
+from tests.helpers import budget, events, fake_summary, write_summary
 
 STEPS = 300
 ARGS = [
     "--games",
     "Pong,Breakout",
-    "--steps-per-game",
-    str(STEPS),
-    "--eval-every",
-    "150",
-    "--eval-episodes",
-    "1",
-    "--set",
-    "dqn.learning_starts=100",
-    "--set",
-    "dqn.buffer_size=1000",
-    "--set",
-    "dqn.target_update_interval=100",
-    "--set",
-    "eval.max_episode_steps=120",
-    "--set",
-    "penalty.fisher_states=50",
-    "--no-progress",
+    *budget(
+        STEPS,
+        "dqn.buffer_size=1000",
+        "dqn.target_update_interval=100",
+        "eval.max_episode_steps=120",
+        "penalty.fisher_states=50",
+        every=150,
+    ),
 ]
 
 
@@ -86,9 +77,7 @@ def test_steps_done_counts_finished_and_ended_runs_fully_and_running_ones_by_the
 
 def test_first_game_still_evaluated_while_the_second_trains(comparison):
     for run in comparison.glob("*/seed-*"):
-        ea = EventAccumulator(str(run), size_guidance={"scalars": 0})
-        ea.Reload()
-        assert any(e.step > STEPS for e in ea.Scalars("eval/Pong/return")), run
+        assert any(e.step > STEPS for e in events(run).Scalars("eval/Pong/return")), run
 
 
 def test_report_recreates_the_same_numbers(comparison, capsys):
@@ -165,18 +154,7 @@ def test_grid_runs_every_setting_and_ranks_them(tmp_path, capsys):
         "0",
         "--games",
         "MinAtar/Breakout,MinAtar/Asterix",
-        "--steps-per-game",
-        "300",
-        "--eval-every",
-        "300",
-        "--eval-episodes",
-        "1",
-        "--set",
-        "dqn.learning_starts=100",
-        "--set",
-        "eval.max_episode_steps=200",
-        "--set",
-        "penalty.fisher_states=50",
+        *budget(300, "eval.max_episode_steps=200", "penalty.fisher_states=50", every=300, progress=True),
         "--grid",
         "penalty.lambda=0,1e6",
         "--logdir",
@@ -226,8 +204,7 @@ def test_comparison_files_are_readable_as_the_umask_allows(comparison):
 def test_compared_runs_chart_forgetting_and_hparams_metrics(comparison):
     from tensorboard.plugins.hparams import plugin_data_pb2
 
-    ea = EventAccumulator(str(comparison / "ewc" / "seed-1"))
-    ea.Reload()
+    ea = events(comparison / "ewc" / "seed-1")
     tags = set(ea.Tags()["scalars"])
     assert {
         "eval/Pong/forgetting",
@@ -290,15 +267,8 @@ def test_t_quantile_matches_scipy_where_installed():
 
 
 def test_report_says_which_games_the_means_leave_out():
-    summary = {
-        "complete": True,
-        "games": ["Pong", "Tetris"],
-        "columns": ["Pong", "Tetris"],
-        "steps_per_game": 10,
-        "eval_history": [],
-        "score_matrix": [[-3.05, None], [-20.7, 40.0]],
-    }
-    comparison = aggregate({"dqn": {0: summary, 1: summary}})
+    run = fake_summary(["Pong", "Tetris"], [[-3.05, None], [-20.7, 40.0]])
+    comparison = aggregate({"dqn": {0: run, 1: run}})
     agent = comparison["agents"]["dqn"]
     assert agent["excluded_from_means"] == ["Tetris"] and agent["average_performance"]["mean"] == pytest.approx(0.0)
     assert "means over the normalised games only: Tetris (no reference score" in to_markdown(comparison)
@@ -306,14 +276,9 @@ def test_report_says_which_games_the_means_leave_out():
 
 def test_report_gives_retention_over_seeds_per_agent_and_per_game():
     def run(pong_kept: float) -> dict:  # Pong normalised 0.5 after its segment, then pong_kept of it at the end
-        return {
-            "complete": True,
-            "games": ["Pong", "Breakout"],
-            "columns": ["Pong", "Breakout"],
-            "steps_per_game": 10,
-            "eval_history": [],
-            "score_matrix": [[-20.7 + 35.3 * 0.5, None], [-20.7 + 35.3 * 0.5 * pong_kept, 1.7 + 28.8 * 0.4]],
-        }
+        return fake_summary(
+            ["Pong", "Breakout"], [[-20.7 + 35.3 * 0.5, None], [-20.7 + 35.3 * 0.5 * pong_kept, 1.7 + 28.8 * 0.4]]
+        )
 
     comparison = aggregate({"dqn": {0: run(0.2), 1: run(0.6), 2: run(1.4)}})  # the last one is kept, clipped to 1
     agent = comparison["agents"]["dqn"]
@@ -334,30 +299,16 @@ def test_report_gives_retention_over_seeds_per_agent_and_per_game():
 def test_report_lists_plasticity_per_game_with_the_fresh_runs_it_divides_by(tmp_path):
     from ewc_rl.report import load_references, write_report
 
-    def run(games, seed, matrix):
-        return {
-            "complete": True,
-            "games": games,
-            "columns": games,
-            "steps_per_game": 10,
-            "seed": seed,
-            "eval_history": [],
-            "score_matrix": matrix,
-        }
-
     # Pong: normalised 0.3 and 0.6 at the end of its first segment; Freeway's fresh runs never left 0 (random).
     pong = [-20.7 + 35.3 * 0.3, -20.7 + 35.3 * 0.6]
     for agent in ("dqn", "ewc"):
         for seed in (0, 1):
-            path = tmp_path / "cmp" / agent / f"seed-{seed}"
-            path.mkdir(parents=True)
-            summary = run(["Pong", "Freeway"], seed, [[pong[seed], None], [-20.7, 10.0]])
-            (path / "summary.json").write_text(json.dumps(summary))
+            run = fake_summary(["Pong", "Freeway"], [[pong[seed], None], [-20.7, 10.0]], seed=seed)
+            write_summary(tmp_path / "cmp" / agent / f"seed-{seed}", run)
     for game, scores in (("Pong", [-20.7 + 35.3 * 0.6, -20.7 + 35.3 * 0.8]), ("Freeway", [0.0, 1.0])):
         for seed in (0, 1):
-            path = tmp_path / "cmp" / "fresh" / game / f"seed-{seed}"
-            path.mkdir(parents=True)
-            (path / "summary.json").write_text(json.dumps(run([game], seed, [[scores[seed]]])))
+            fresh = fake_summary([game], [[scores[seed]]], seed=seed)
+            write_summary(tmp_path / "cmp" / "fresh" / game / f"seed-{seed}", fresh)
     write_report(tmp_path / "cmp")  # <logdir>/fresh is used without being named
     data = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
     assert set(data["agents"]) == {"dqn", "ewc"}  # the fresh runs are not an agent
@@ -389,20 +340,10 @@ def test_report_lists_plasticity_per_game_with_the_fresh_runs_it_divides_by(tmp_
 MINATAR = [
     "--games",
     "MinAtar/Breakout,MinAtar/Asterix",
-    "--steps-per-game",
-    "200",
-    "--eval-every",
-    "200",
-    "--eval-episodes",
-    "1",
-    "--set",
-    "dqn.learning_starts=100",
-    "--set",
-    "eval.max_episode_steps=100",
+    *budget(200, "eval.max_episode_steps=100", every=200),
     "--seeds",
     "0",
     "1",
-    "--no-progress",
 ]
 
 

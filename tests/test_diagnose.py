@@ -5,30 +5,17 @@ from __future__ import annotations
 import pytest
 
 from ewc_rl.cli import main
+from tests.helpers import budget, train
 
-TRAIN = [
-    "train",
-    "--agent",
-    "minatar-dqn",
-    "--games",
-    "MinAtar/Breakout",
-    "--steps-per-game",
-    "400",
-    "--eval-episodes",
-    "1",
-    "--no-progress",
-    "--set",
-    "dqn.learning_starts=100",
-    "--set",
-    "eval.max_episode_steps=100",
-]
+TINY = budget(400, "eval.max_episode_steps=100")
 
 
 @pytest.fixture(scope="module")
 def run_with_replay(tmp_path_factory):
     run = tmp_path_factory.mktemp("diag") / "run"
-    assert main([*TRAIN, "--logdir", str(run), "--checkpoint-replay", "--set", "agent.keep_replay=true"]) == 0
-    return run
+    return train(
+        run, "minatar-dqn", "MinAtar/Breakout", *TINY, "--checkpoint-replay", "--set", "agent.keep_replay=true"
+    )
 
 
 def test_report_lists_gaps_entropy_and_every_layer(run_with_replay, capsys):
@@ -42,8 +29,7 @@ def test_report_lists_gaps_entropy_and_every_layer(run_with_replay, capsys):
 
 
 def test_a_checkpoint_without_replay_is_one_line(tmp_path, capsys):
-    run = tmp_path / "run"
-    assert main([*TRAIN, "--logdir", str(run)]) == 0
+    run = train(tmp_path / "run", "minatar-dqn", "MinAtar/Breakout", *TINY)
     capsys.readouterr()
     assert main(["inspect-fisher", str(run)]) == 2
     err = capsys.readouterr().err

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch as th
 
-from ewc_rl.cli import main
 from ewc_rl.export import safe_name
+from tests.helpers import budget, train
 
 GAMES = ["MinAtar/Breakout", "MinAtar/SpaceInvaders"]
 
@@ -31,37 +31,10 @@ print(json.dumps({"actions": actions.tolist(), "class": type(model).__name__,
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """A tiny two-game MinAtar EWC run with per-game layers, through the CLI."""
-    logdir = tmp_path_factory.mktemp("export") / "run"
-    assert (
-        main(
-            [
-                "train",
-                "--agent",
-                "minatar-ewc",
-                "--games",
-                ",".join(GAMES),
-                "--steps-per-game",
-                "300",
-                "--eval-every",
-                "300",
-                "--eval-episodes",
-                "1",
-                "--no-progress",
-                "--set",
-                "dqn.learning_starts=100",
-                "--set",
-                "penalty.fisher_states=64",
-                "--set",
-                "agent.per_game_layers=true",
-                "--set",
-                "eval.max_episode_steps=100",
-                "--logdir",
-                str(logdir),
-            ]
-        )
-        == 0
+    sets = ("penalty.fisher_states=64", "agent.per_game_layers=true", "eval.max_episode_steps=100")
+    return train(
+        tmp_path_factory.mktemp("export") / "run", "minatar-ewc", ",".join(GAMES), *budget(300, *sets, every=300)
     )
-    return logdir
 
 
 def _suite_actions(run, game: str, obs: np.ndarray) -> np.ndarray:

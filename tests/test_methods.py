@@ -30,23 +30,10 @@ from ewc_rl.cli import main
 from ewc_rl.config import ConfigError, from_dict, load_config
 from ewc_rl.methods import Method, SegmentEnd
 from tests.conftest import TinyImageEnv, sequence_agent, train_game
+from tests.helpers import budget
 
 GAMES = "MinAtar/Breakout,MinAtar/SpaceInvaders"
-TINY = [
-    "--steps-per-game",
-    "300",
-    "--eval-every",
-    "300",
-    "--eval-episodes",
-    "1",
-    "--no-progress",
-    "--set",
-    "dqn.learning_starts=100",
-    "--set",
-    "dqn.target_update_interval=50",
-    "--set",
-    "eval.max_episode_steps=50",
-]
+TINY = budget(300, "dqn.target_update_interval=50", "eval.max_episode_steps=50", every=300)
 
 
 def _agent_file(tmp_path: Path, name: str, settings: dict[str, Any]) -> Path:

@@ -12,6 +12,7 @@ from torch import nn
 
 from ewc_rl import plasticity
 from ewc_rl.probe import measure
+from tests.helpers import budget, events, train
 
 
 def _agent() -> SimpleNamespace:
@@ -86,40 +87,8 @@ def test_effective_rank_of_known_singular_values():
 def test_a_run_logs_the_diagnostics_at_each_switch_and_evaluation(tmp_path):
     import json
 
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    from ewc_rl.cli import main
-
-    logdir = tmp_path / "run"
-    assert (
-        main(
-            [
-                "train",
-                "--agent",
-                "minatar-dqn",
-                "--games",
-                "MinAtar/Breakout,MinAtar/Freeway",
-                "--steps-per-game",
-                "300",
-                "--eval-every",
-                "200",
-                "--eval-episodes",
-                "1",
-                "--no-progress",
-                "--set",
-                "dqn.learning_starts=100",
-                "--set",
-                "eval.max_episode_steps=50",
-                "--set",
-                "eval.probe_states=32",
-                "--threads",
-                "1",
-                "--logdir",
-                str(logdir),
-            ]
-        )
-        == 0
-    )
+    flags = budget(300, "eval.max_episode_steps=50", "eval.probe_states=32", every=200)
+    logdir = train(tmp_path / "run", "minatar-dqn", "MinAtar/Breakout,MinAtar/Freeway", *flags, "--threads", "1")
     summary = json.loads((logdir / "summary.json").read_text())
     points = [(r["segment"], r["when"], r["step"]) for r in summary["plasticity"]]
     assert points == [
@@ -130,7 +99,5 @@ def test_a_run_logs_the_diagnostics_at_each_switch_and_evaluation(tmp_path):
         (1, "eval", 600),
     ]  # one measurement per step: the eval at 400 is the switch
     assert "dormant/tau0.1/head" not in summary["plasticity"][0] and "srank" in summary["plasticity"][0]
-    events = EventAccumulator(str(logdir), size_guidance={"scalars": 0})
-    events.Reload()
-    tags = events.Tags()["scalars"]
+    tags = events(logdir).Tags()["scalars"]
     assert {"plasticity/srank", "plasticity/dormant/tau0/net.3", "plasticity/cost_share"} <= set(tags)

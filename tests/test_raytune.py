@@ -14,6 +14,7 @@ import textwrap
 import pytest
 
 from ewc_rl.cli import main
+from tests.helpers import budget
 
 pytest.importorskip("ray.tune")
 
@@ -25,19 +26,9 @@ ARGS = [
     "1",
     "--games",
     "MinAtar/Breakout,MinAtar/Asterix",
-    "--steps-per-game",
-    "600",
-    "--eval-every",
-    "300",
-    "--eval-episodes",
-    "2",
+    *budget(600, "eval.max_episode_steps=200", every=300, episodes=2),
     "--checkpoint-every",
     "200",
-    "--no-progress",
-    "--set",
-    "dqn.learning_starts=100",
-    "--set",
-    "eval.max_episode_steps=200",
 ]
 
 FAIL_ONCE = """

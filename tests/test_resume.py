@@ -23,32 +23,17 @@ import torch as th
 from ewc_rl import checkpoints
 from ewc_rl.cli import main
 from ewc_rl.config import load_config
+from tests.helpers import budget
 
 STEPS = 1200
-ARGS = [
-    "train",
-    "--agent",
-    "minatar-ewc",
-    "--games",
-    "MinAtar/Breakout,MinAtar/SpaceInvaders",
-    "--steps-per-game",
-    str(STEPS),
-    "--eval-every",
-    "400",
-    "--eval-episodes",
-    "2",
+GAMES = "MinAtar/Breakout,MinAtar/SpaceInvaders"
+# Two games of STEPS steps, checkpointed every 500: what train and compare are given.
+TINY = [
+    *budget(STEPS, "penalty.fisher_states=100", "eval.max_episode_steps=300", every=400, episodes=2, starts=200),
     "--checkpoint-every",
     "500",
-    "--no-progress",
-    "--threads",
-    "1",
-    "--set",
-    "dqn.learning_starts=200",
-    "--set",
-    "penalty.fisher_states=100",
-    "--set",
-    "eval.max_episode_steps=300",
 ]
+ARGS = ["train", "--agent", "minatar-ewc", "--games", GAMES, *TINY, "--threads", "1"]
 
 DRIVER = r"""
 import os, signal, sys
@@ -323,22 +308,8 @@ def test_stopping_compare_checkpoints_every_worker_and_a_repeat_resumes(tmp_path
         "--workers",
         "2",
         "--games",
-        "MinAtar/Breakout,MinAtar/SpaceInvaders",
-        "--steps-per-game",
-        str(STEPS),
-        "--eval-every",
-        "400",
-        "--eval-episodes",
-        "2",
-        "--checkpoint-every",
-        "500",
-        "--no-progress",
-        "--set",
-        "dqn.learning_starts=200",
-        "--set",
-        "penalty.fisher_states=100",
-        "--set",
-        "eval.max_episode_steps=300",
+        GAMES,
+        *TINY,
     ]
     # Own session: only compare gets the SIGINT, so stopping the workers is compare's job.
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)

@@ -1,11 +1,10 @@
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from ewc_rl.cli import main
 from ewc_rl.switches import aggregate, switch_records
+from tests.helpers import fake_summary, write_summary
 
 
 def _summary(dormant: list[float], srank: list[int]) -> dict:
@@ -17,15 +16,7 @@ def _summary(dormant: list[float], srank: list[int]) -> dict:
         # later measurements of the segment must not be read as its start
         records.append({**base, "when": "eval", "dormant/tau0.1/fc": 9.0, "srank": 9, "policy_churn": 0.5})
         records.append({**base, "when": "switch", "dormant/tau0.1/fc": 7.0, "srank": 7})  # a second one: ignored
-    return {
-        "complete": True,
-        "games": ["Pong", "Breakout"],
-        "columns": ["Pong", "Breakout"],
-        "steps_per_game": 1000,
-        "eval_history": [],
-        "score_matrix": [[-20.0, None], [-20.0, 10.0]],
-        "plasticity": records,
-    }
+    return fake_summary(["Pong", "Breakout"], [[-20.0, None], [-20.0, 10.0]], steps_per_game=1000, plasticity=records)
 
 
 def test_switch_records_take_each_segments_first_switch_measurement():
@@ -47,11 +38,9 @@ def test_means_and_intervals_over_seeds_at_every_game_start():
 
 def test_report_writes_the_table_and_figure_and_skips_them_without_diagnostics(tmp_path, capsys):
     for seed, (d, s) in enumerate([([0.1, 0.5], [80, 60]), ([0.3, 0.9], [84, 40])]):
-        (tmp_path / "with" / "dqn" / f"seed-{seed}").mkdir(parents=True)
-        (tmp_path / "with" / "dqn" / f"seed-{seed}" / "summary.json").write_text(json.dumps(_summary(d, s)))
+        write_summary(tmp_path / "with" / "dqn" / f"seed-{seed}", _summary(d, s))
         bare = {k: v for k, v in _summary(d, s).items() if k != "plasticity"}
-        (tmp_path / "without" / "dqn" / f"seed-{seed}").mkdir(parents=True)
-        (tmp_path / "without" / "dqn" / f"seed-{seed}" / "summary.json").write_text(json.dumps(bare))
+        write_summary(tmp_path / "without" / "dqn" / f"seed-{seed}", bare)
     assert main(["report", str(tmp_path / "with")]) == 0
     text = (tmp_path / "with" / "switches.md").read_text()
     assert "| `dormant/tau0.1/fc` | 0.200 ± 1.271 | 0.700 ± 2.541 |" in text

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from ewc_rl.tblog import check_writable, package_versions, write_json
+from tests.helpers import budget, events, train
 
 
 def test_write_json_replaces_atomically(tmp_path):
@@ -46,47 +47,12 @@ def test_json_files_are_readable_by_others_as_the_umask_allows(tmp_path):
 
 @pytest.fixture(scope="module")
 def minatar_run(tmp_path_factory):
-    from ewc_rl.cli import main
-
-    logdir = tmp_path_factory.mktemp("tb") / "run"
-    assert (
-        main(
-            [
-                "train",
-                "--agent",
-                "minatar-dqn",
-                "--games",
-                "MinAtar/Breakout,MinAtar/Freeway",
-                "--steps-per-game",
-                "400",
-                "--eval-every",
-                "200",
-                "--eval-episodes",
-                "2",
-                "--no-progress",
-                "--set",
-                "dqn.learning_starts=100",
-                "--set",
-                "eval.max_episode_steps=100",
-                "--logdir",
-                str(logdir),
-            ]
-        )
-        == 0
-    )
-    return logdir
-
-
-def _events(logdir):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    ea = EventAccumulator(str(logdir), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
-    ea.Reload()
-    return ea
+    flags = budget(400, "eval.max_episode_steps=100", every=200, episodes=2)
+    return train(tmp_path_factory.mktemp("tb") / "run", "minatar-dqn", "MinAtar/Breakout,MinAtar/Freeway", *flags)
 
 
 def test_forgetting_is_a_scalar_per_game_and_their_mean(minatar_run):
-    ea = _events(minatar_run)
+    ea = events(minatar_run)
     summary = json.loads((minatar_run / "summary.json").read_text())
     history = summary["eval_history"]
     for game in ("MinAtar/Breakout", "MinAtar/Freeway"):
@@ -106,7 +72,7 @@ def test_forgetting_is_a_scalar_per_game_and_their_mean(minatar_run):
 def test_hparams_metrics_are_average_performance_and_forgetting(minatar_run):
     from tensorboard.plugins.hparams import plugin_data_pb2
 
-    ea = _events(minatar_run)
+    ea = events(minatar_run)
     content = ea.PluginTagToContent("hparams")["_hparams_/experiment"]
     experiment = plugin_data_pb2.HParamsPluginData.FromString(content).experiment
     metrics = {m.name.tag for m in experiment.metric_infos}

@@ -8,10 +8,10 @@ import json
 import pytest
 import torch as th
 import torch.nn.functional as F
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from ewc_rl import toy
 from ewc_rl.cli import main
+from tests.helpers import events
 
 TINY = ["--tasks", "2", "--steps-per-task", "20", "--eval-every", "10", "--hidden", "8", "--seeds", "0", "1"]
 
@@ -61,8 +61,7 @@ def test_tiny_run_writes_the_artefacts_and_the_fisher_it_used(tmp_path, capsys):
     assert (logdir / "comparison.png").stat().st_size > 0
 
     # TensorBoard: every task's accuracy over training; task 2 from its own start on
-    ea = EventAccumulator(str(logdir / "ewc" / "seed-1"), size_guidance={"scalars": 0})
-    ea.Reload()
+    ea = events(logdir / "ewc" / "seed-1")
     assert [e.step for e in ea.Scalars("eval/task1/accuracy")] == [0, 10, 20, 30, 40]  # once per step
     assert [e.step for e in ea.Scalars("eval/task2/accuracy")] == [20, 30, 40]
     summary = json.loads((logdir / "ewc" / "seed-1" / "summary.json").read_text())

@@ -11,24 +11,9 @@ import types
 import pytest
 
 from ewc_rl.cli import main
+from tests.helpers import budget
 
-TINY = [
-    "--games",
-    "MinAtar/Breakout",
-    "--agent",
-    "minatar-dqn",
-    "--steps-per-game",
-    "200",
-    "--eval-every",
-    "100",
-    "--eval-episodes",
-    "1",
-    "--no-progress",
-    "--set",
-    "dqn.learning_starts=100",
-    "--set",
-    "eval.max_episode_steps=60",
-]
+TINY = ["--games", "MinAtar/Breakout", "--agent", "minatar-dqn", *budget(200, "eval.max_episode_steps=60", every=100)]
 
 
 def _fake_mlflow() -> tuple[types.ModuleType, list]:

@@ -10,6 +10,7 @@ import pytest
 from ewc_rl.cli import main
 from ewc_rl.report import mean_ci
 from ewc_rl.tradeoff import points
+from tests.helpers import fake_summary, write_summary
 
 GAMES = ["Pong", "Breakout"]
 LOW_SPAN = {"Pong": (-20.7, 35.3), "Breakout": (1.7, 28.8)}  # random score, human - random (ewc_rl/scores.py)
@@ -27,28 +28,14 @@ def raw(game: str, n: float) -> float:
     return low + span * n
 
 
-def write_summary(path: Path, games: list[str], seed: int, matrix: list) -> None:
-    path.mkdir(parents=True)
-    summary = {
-        "complete": True,
-        "games": games,
-        "columns": games,
-        "steps_per_game": 10,
-        "seed": seed,
-        "eval_history": [],
-        "score_matrix": matrix,
-    }
-    (path / "summary.json").write_text(json.dumps(summary))
-
-
 def fabricate(logdir: Path, refdir: Path) -> None:
     for agent, seeds in RUNS.items():
         for seed, (pong, pong_end, breakout) in seeds.items():
             matrix = [[raw("Pong", pong), None], [raw("Pong", pong_end), raw("Breakout", breakout)]]
-            write_summary(logdir / agent / f"seed-{seed}", GAMES, seed, matrix)
+            write_summary(logdir / agent / f"seed-{seed}", fake_summary(GAMES, matrix, seed=seed))
     for game, seeds in FRESH.items():
         for seed, n in seeds.items():
-            write_summary(refdir / game / f"seed-{seed}", [game], seed, [[raw(game, n)]])
+            write_summary(refdir / game / f"seed-{seed}", fake_summary([game], [[raw(game, n)]], seed=seed))
 
 
 def test_the_figure_places_each_agent_at_its_plasticity_and_retention_and_is_absent_without_references(

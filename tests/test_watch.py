@@ -10,37 +10,13 @@ from PIL import Image
 
 from ewc_rl.cli import main
 from ewc_rl.watch import evaluate_run, render
+from tests.helpers import budget, train
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    logdir = tmp_path_factory.mktemp("watch") / "run"
-    assert (
-        main(
-            [
-                "train",
-                "--agent",
-                "minatar-dqn",
-                "--games",
-                "MinAtar/Breakout",
-                "--steps-per-game",
-                "200",
-                "--eval-every",
-                "200",
-                "--eval-episodes",
-                "1",
-                "--no-progress",
-                "--set",
-                "dqn.learning_starts=100",
-                "--set",
-                "eval.max_episode_steps=60",
-                "--logdir",
-                str(logdir),
-            ]
-        )
-        == 0
-    )
-    return logdir
+    flags = budget(200, "eval.max_episode_steps=60", every=200)
+    return train(tmp_path_factory.mktemp("watch") / "run", "minatar-dqn", "MinAtar/Breakout", *flags)
 
 
 def test_evaluate_prints_means_with_student_t_intervals(run, capsys):
