@@ -54,6 +54,25 @@ def caption(comparison: dict[str, Any]) -> str:
     return text + (f" No point for {', '.join(missing)}: no retention or no plasticity value." if missing else "")
 
 
+# Above this many points their names, written beside them, overlap: the points get numbers, the names a key.
+MAX_NAMED = 8
+
+
+def labels(names: list[str]) -> tuple[list[str], str]:
+    """The names without the prefix they all share up to a hyphen ("minatar-"), and that prefix: the part that
+    tells the points apart is what the figure has room for."""
+    if len(names) < 2:
+        return names, ""
+    common = names[0]
+    for name in names[1:]:
+        while not name.startswith(common):
+            common = common[:-1]
+    prefix = common[: common.rfind("-") + 1]
+    if any(name == prefix or not name[len(prefix) :] for name in names):
+        prefix = ""
+    return [name[len(prefix) :] for name in names], prefix
+
+
 def _limits(stats: list[dict[str, Any]], low: float, high: float) -> tuple[float, float]:
     """An axis range holding ``low``..``high`` and every mean with its interval bar, with a margin."""
     ends = [s["mean"] + sign * (s["ci95"] or 0.0) for s in stats for sign in (-1, 1)]
@@ -68,11 +87,14 @@ def plot(comparison: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     placed, _ = points(comparison)
-    width = 6.4
+    names, prefix = labels([name for name, _, _ in placed])
+    numbered = len(placed) > MAX_NAMED
+    width = 9.6 if numbered else 6.4
     fig, ax = plt.subplots(figsize=(width, 5.0), layout="constrained")
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, (name, x, y) in enumerate(placed):
-        ax.errorbar(
+    marks = []
+    for i, ((_, x, y), name) in enumerate(zip(placed, names, strict=True)):
+        mark = ax.errorbar(
             x["mean"],
             y["mean"],
             xerr=x["ci95"],
@@ -81,19 +103,33 @@ def plot(comparison: dict[str, Any], path: Path) -> None:
             color=colors[i % len(colors)],
             ms=6,
             capsize=3,
+            label=f"{i + 1}  {name}" if numbered else None,
         )
-        ax.annotate(name, (x["mean"], y["mean"]), xytext=(5, 5), textcoords="offset points", fontsize=8)
-    ax.axvline(TARGET_PLASTICITY, color="grey", ls="--", lw=1, label=f"target: plasticity {TARGET_PLASTICITY:g}")
-    ax.axhline(TARGET_RETENTION, color="grey", ls="--", lw=1, label=f"target: retention {TARGET_RETENTION:g}")
+        marks.append(mark)
+        text = str(i + 1) if numbered else name
+        ax.annotate(text, (x["mean"], y["mean"]), xytext=(5, 5), textcoords="offset points", fontsize=8)
+    targets = [
+        ax.axvline(TARGET_PLASTICITY, color="grey", ls="--", lw=1, label=f"target: plasticity {TARGET_PLASTICITY:g}"),
+        ax.axhline(TARGET_RETENTION, color="grey", ls="--", lw=1, label=f"target: retention {TARGET_RETENTION:g}"),
+    ]
     ax.set_xlim(*_limits([x for _, x, _ in placed], 0.0, 1.1))  # the targets and 0..1 always in view, bars too
     ax.set_ylim(*_limits([y for _, _, y in placed], 0.0, 1.0))  # retention is clipped to [0, 1], its bars are not
     ax.set_xlabel("mean plasticity (1 = each game learned as well as from scratch)")
     ax.set_ylabel("retention (share of the earlier games' scores kept)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower left")
+    ax.legend(handles=targets, fontsize=8, loc="lower left")
+    if numbered:
+        fig.legend(
+            handles=marks,
+            fontsize=8,
+            loc="outside right center",
+            title=f"{prefix}…" if prefix else None,
+            title_fontsize=8,
+        )
+    named = f"run labels without their common prefix '{prefix}'" if prefix else "run labels"
     save_titled(
         fig,
-        "Retention against plasticity: a point is one agent (run label), its mean over seeds; bars: 95% intervals "
+        f"Retention against plasticity: a point is one agent ({named}), its mean over seeds; bars: 95% intervals "
         "over seeds; upper right of the dashed lines: issue 18's targets met on average",
         width,
         path,

@@ -9,7 +9,7 @@ import pytest
 
 from ewc_rl.cli import main
 from ewc_rl.report import mean_ci
-from ewc_rl.tradeoff import points
+from ewc_rl.tradeoff import MAX_NAMED, labels, plot, points
 from tests.helpers import fake_summary, write_summary
 
 GAMES = ["Pong", "Breakout"]
@@ -75,3 +75,25 @@ def test_the_figure_places_each_agent_at_its_plasticity_and_retention_and_is_abs
     assert main(["report", str(logdir)]) == 0
     assert (logdir / "tradeoff.png").exists()
     assert json.loads((logdir / "comparison.json").read_text()) == comparison
+
+
+@pytest.mark.parametrize(
+    ("names", "short", "prefix"),
+    [
+        (["minatar-dqn", "minatar-ewc-multihead"], ["dqn", "ewc-multihead"], "minatar-"),
+        (["minatar-ewc", "minatar-ewc-multihead"], ["ewc", "ewc-multihead"], "minatar-"),  # to the hyphen, not "ewc"
+        (["ewc+penalty.lambda=1", "ewc+penalty.lambda=10"], ["ewc+penalty.lambda=1", "ewc+penalty.lambda=10"], ""),
+        (["minatar-dqn", "minatar-"], ["minatar-dqn", "minatar-"], ""),  # a name would be left empty
+        (["minatar-dqn"], ["minatar-dqn"], ""),
+        (["dqn", "ewc"], ["dqn", "ewc"], ""),
+    ],
+)
+def test_labels_drop_only_a_whole_shared_prefix(names: list[str], short: list[str], prefix: str) -> None:
+    assert labels(names) == (short, prefix)
+
+
+def test_a_crowded_figure_numbers_its_points(tmp_path) -> None:
+    stat = {"mean": 0.5, "ci95": 0.1, "n": 3}
+    agents = {f"minatar-agent{i}": {"mean_plasticity": stat, "retention": stat} for i in range(MAX_NAMED + 1)}
+    plot({"agents": agents}, tmp_path / "tradeoff.png")
+    assert (tmp_path / "tradeoff.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
