@@ -93,7 +93,7 @@ def train(
     games: list[str] | str,
     *,
     agent: str = "minatar-ewc",
-    steps_per_game: int = 100_000,
+    steps_per_game: int | Sequence[int] = 100_000,
     seed: int = 0,
     logdir: str | Path | None = None,
     settings: dict[str, Any] | None = None,
@@ -106,17 +106,19 @@ def train(
     from ewc_rl import networks
     from ewc_rl.config import load_config
     from ewc_rl.envs import parse_games, suite
+    from ewc_rl.schedule import budget_for
     from ewc_rl.trainer import RunSpec, Trainer
 
     cfg = load_config(agent, _overrides(settings))
     names = parse_games(games if isinstance(games, str) else ",".join(games))
     networks.resolve(cfg.agent.network, suite(names[0]))
+    budget = budget_for(names, [steps_per_game] if isinstance(steps_per_game, int) else list(steps_per_game))
     path = Path(logdir) if logdir is not None else Path("runs") / f"{cfg.name}-{datetime.now():%Y%m%d-%H%M%S}"
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise UsageError(f"logdir {path} already holds files; choose a new directory")
     spec = RunSpec(
         games=names,
-        steps_per_game=steps_per_game,
+        steps_per_game=budget,
         logdir=path,
         cycles=cycles,
         seed=seed,
@@ -135,7 +137,7 @@ def compare(
     games: list[str] | str,
     *,
     seeds: Sequence[int] = (0,),
-    steps_per_game: int = 100_000,
+    steps_per_game: int | Sequence[int] = 100_000,
     logdir: str | Path,
     settings: dict[str, Any] | None = None,
     grid: dict[str, list[Any]] | None = None,
@@ -155,8 +157,10 @@ def compare(
     from ewc_rl.errors import RunError
     from ewc_rl.grid import GridSpec, parse_grid, run_grid
     from ewc_rl.report import load_runs, write_report
+    from ewc_rl.schedule import budget_for
 
     names = parse_games(games if isinstance(games, str) else ",".join(games))
+    budget = budget_for(names, [steps_per_game] if isinstance(steps_per_game, int) else list(steps_per_game))
     parsed = parse_grid([f"{k}={','.join(_text(v) for v in values)}" for k, values in (grid or {}).items()])
     fresh = agents[0] if fresh_references is True else fresh_references or None
     for agent in [*agents, *([fresh] if fresh else [])]:
@@ -165,7 +169,7 @@ def compare(
         agents=list(agents),
         seeds=list(seeds),
         games=names,
-        steps_per_game=steps_per_game,
+        steps_per_game=budget,
         overrides=_overrides(settings),
         grid=parsed,
         fresh_references=fresh,

@@ -18,6 +18,7 @@ from ewc_rl.errors import RunError, UsageError
 
 if TYPE_CHECKING:
     from ewc_rl.grid import GridSpec
+    from ewc_rl.schedule import Budget
 
 
 class _Parser(argparse.ArgumentParser):
@@ -35,6 +36,11 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
     return value
+
+
+def _budget_list(text: str) -> list[int]:
+    """--steps-per-game: one positive integer, or a comma-separated one per game."""
+    return [_positive_int(part.strip()) for part in text.split(",")]
 
 
 def _nonnegative_int(text: str) -> int:
@@ -65,10 +71,11 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--steps-per-game",
-        type=_positive_int,
-        default=1_000_000,
-        metavar="N",
-        help="agent steps (= 4 frames each) per game visit (default: 1000000)",
+        type=_budget_list,
+        default=[1_000_000],
+        metavar="N|N1,N2,...",
+        help="agent steps (= 4 frames each) per game visit, or one number per game of --games for games that need "
+        "different budgets (default: 1000000)",
     )
     p.add_argument(
         "--cycles",
@@ -165,6 +172,15 @@ def _resolve_games(
         raise UsageError(f"--games {args.games} needs --pool NAME (or schedule.pool in the agent file)")
     orders = draw(pool, n, args.cycles, schedule_seed)
     return parse_games(",".join(orders[0])), orders, pool
+
+
+def _budget(args: argparse.Namespace, games: list[str], orders: list[list[str]] | None) -> Budget:
+    """--steps-per-game for the resolved games (one budget per game only where the games are named)."""
+    if orders is not None and len(args.steps_per_game) > 1:
+        raise UsageError(f"--games {args.games} takes one --steps-per-game: the games are not known before the draw")
+    from ewc_rl.schedule import budget_for
+
+    return budget_for(games, args.steps_per_game)
 
 
 def _unique(values: list, option: str) -> list:
@@ -577,8 +593,9 @@ def _train(args: argparse.Namespace, argv: list[str]) -> int:
     schedule_seed = args.seed if args.schedule_seed is None else args.schedule_seed
     games, orders, pool = _resolve_games(args, cfg, schedule_seed)
     networks.resolve(cfg.agent.network, suite(games[0]))
+    budget = _budget(args, games, orders)
     _note_revisits(games, orders)
-    schedule = make_schedule(games, args.steps_per_game, args.cycles, orders)
+    schedule = make_schedule(games, budget, args.cycles, orders)
     if args.dry_run:
         print(
             describe(cfg, schedule, seed=args.seed, pool=pool, eval_all_games=args.eval_all_games or cfg.eval.all_games)
@@ -614,7 +631,7 @@ def _train(args: argparse.Namespace, argv: list[str]) -> int:
     spec = RunSpec(
         games=games,
         orders=orders,
-        steps_per_game=args.steps_per_game,
+        steps_per_game=budget,
         logdir=logdir,
         cycles=args.cycles,
         seed=args.seed,
@@ -661,6 +678,7 @@ def _compare(args: argparse.Namespace) -> int:
             cfg = load_config(agent, _overrides(args) + [f"{k}={v}" for k, v in variant])
         games, orders, pool = _resolve_games(args, cfg, args.schedule_seed)
         networks.resolve(cfg.agent.network, suite(games[0]))
+    budget = _budget(args, games, orders)
     _note_revisits(games, orders)
     fresh = _fresh_agent(args, games)
     if args.backend == "ray" and args.threads is not None:
@@ -675,7 +693,7 @@ def _compare(args: argparse.Namespace) -> int:
         games=[args.games.strip()] if random_draw else games,
         pool=pool,
         schedule_seed=args.schedule_seed if random_draw else None,
-        steps_per_game=args.steps_per_game,
+        steps_per_game=budget,
         cycles=args.cycles,
         overrides=list(args.overrides),
         grid=grid,

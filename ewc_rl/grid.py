@@ -34,7 +34,7 @@ from tqdm import tqdm
 from ewc_rl.checkpoints import latest_path
 from ewc_rl.errors import UsageError
 from ewc_rl.progress import read_progress
-from ewc_rl.schedule import random_count
+from ewc_rl.schedule import Budget, budget_text, random_count, steps_of
 from ewc_rl.tblog import is_complete, write_json
 
 FRESH = "fresh"  # <logdir>/fresh: the single-game reference runs; no agent may have this name
@@ -55,7 +55,7 @@ class GridSpec:
     agents: list[str]
     seeds: list[int]
     games: list[str]
-    steps_per_game: int
+    steps_per_game: Budget  # one number, or game -> steps (ewc_rl/schedule.py)
     cycles: int = 1
     overrides: list[str] = field(default_factory=list)
     grid: dict[str, list[str]] = field(default_factory=dict)  # section.key -> values, crossed
@@ -101,12 +101,14 @@ class GridSpec:
 
     def steps_per_run(self) -> int:
         """Agent steps of each run: every game (or each of the N drawn for ``randomN``) once per cycle."""
-        drawn = random_count(self.games[0]) if self.pool is not None else None
-        return self.steps_per_game * self.cycles * (drawn or len(self.games))
+        if self.pool is not None:  # randomN: the games are drawn later, so one budget for all (the CLI checks)
+            assert isinstance(self.steps_per_game, int)
+            return self.steps_per_game * self.cycles * (random_count(self.games[0]) or 0)
+        return self.cycles * sum(steps_of(self.steps_per_game, g) for g in self.games)
 
     def steps_of(self, cell: Cell) -> int:
         """Agent steps of one run: a reference run trains its game once."""
-        return self.steps_per_game if cell.game is not None else self.steps_per_run()
+        return steps_of(self.steps_per_game, cell.game) if cell.game is not None else self.steps_per_run()
 
 
 @dataclass(frozen=True)
@@ -172,7 +174,7 @@ def train_argv(spec: GridSpec, cell: Cell, logdir: Path, device: str, threads: i
         "--games",
         ",".join(spec.games) if cell.game is None else cell.game,
         "--steps-per-game",
-        str(spec.steps_per_game),
+        budget_text(spec.steps_per_game, spec.games) if cell.game is None else str(spec.steps_of(cell)),
         "--cycles",
         str(spec.cycles if cell.game is None else 1),
         "--seed",

@@ -61,10 +61,14 @@ def describe(cfg: Config, schedule: list[Segment], *, seed: int, pool: str | Non
     for c in range(cycles):
         order = [s.game for s in schedule if s.cycle == c]
         lines.append(f"  visiting order{f' (cycle {c + 1})' if cycles > 1 else ''}: {' -> '.join(order)}")
-    steps = schedule[0].steps
+    lengths = sorted({s.steps for s in schedule})
+    each = (
+        f"x {lengths[0]:,} agent steps"
+        if len(lengths) == 1
+        else f"of {lengths[0]:,} to {lengths[-1]:,} agent steps (per game)"
+    )
     lines.append(
-        f"training: {len(schedule)} segments x {steps:,} agent steps = {train:,} agent steps "
-        f"({train * cfg.env.frame_skip:,} frames)"
+        f"training: {len(schedule)} segments {each} = {train:,} agent steps ({train * cfg.env.frame_skip:,} frames)"
     )
     rounds, eval_steps = evaluation_bound(cfg, schedule, eval_all_games)
     lines.append(

@@ -6,6 +6,7 @@ summary.json is the single source: nothing here reads TensorBoard events, so ``e
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import textwrap
@@ -216,7 +217,7 @@ def to_markdown(comparison: dict[str, Any]) -> str:
     lines = [
         "# Comparison",
         "",
-        f"Sequence: {' → '.join(comparison['games'])}, {comparison['steps_per_game']} agent steps per game. "
+        f"Sequence: {' → '.join(comparison['games'])}, {_budget_words(comparison['steps_per_game'])}. "
         f"Mean ± 95% confidence half-width (Student t) over {'/'.join(map(str, seeds))} seed(s). "
         "Scores are normalised (0 = random policy, 1 = reference: human for Atari, a single-game agent for "
         "MinAtar; ewc_rl/scores.py) where a reference exists, raw otherwise. "
@@ -300,7 +301,9 @@ def plot(runs: dict[str, dict[int, dict[str, Any]]], path: Path) -> None:
     from matplotlib.ticker import FuncFormatter
 
     first = next(iter(next(iter(runs.values())).values()))
-    columns, games, steps = first["columns"], first["games"], first["steps_per_game"]
+    columns, games, budget = first["columns"], first["games"], first["steps_per_game"]
+    ends = list(itertools.accumulate(budget if isinstance(budget, int) else budget[g] for g in games))
+    starts = [0, *ends[:-1]]
     width = max(4.2 * len(columns), 6.0)
     fig, axes = plt.subplots(1, len(columns), figsize=(width, 3.8), squeeze=False, sharex=True, layout="constrained")
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -332,12 +335,12 @@ def plot(runs: dict[str, dict[int, dict[str, Any]]], path: Path) -> None:
             ax.fill_between(
                 xs, [min(by_step[x]) for x in xs], [max(by_step[x]) for x in xs], color=color, alpha=0.2, linewidth=0
             )
-        for k, g in enumerate(games):
-            ax.axvline(k * steps, color="grey", lw=0.8, ls="--")
+        for g, start, end in zip(games, starts, ends, strict=True):
+            ax.axvline(start, color="grey", lw=0.8, ls="--")
             if g == game:  # where this panel's game is trained
-                ax.axvspan(k * steps, (k + 1) * steps, color="grey", alpha=0.08, linewidth=0)
+                ax.axvspan(start, end, color="grey", alpha=0.08, linewidth=0)
             ax.text(
-                (k + 0.5) * steps,
+                (start + end) / 2,
                 1.0,
                 _short(g),
                 transform=ax.get_xaxis_transform(),
@@ -346,7 +349,7 @@ def plot(runs: dict[str, dict[int, dict[str, Any]]], path: Path) -> None:
                 va="bottom",
                 color="grey",
             )
-        ax.set_xlim(0, len(games) * steps)
+        ax.set_xlim(0, ends[-1])
         ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: _steps(x)))
         ax.set_title(_short(game), pad=14)
         ax.set_xlabel("global agent step")
@@ -413,6 +416,13 @@ def write_report(logdir: Path, reference_dir: Path | None = None) -> dict[str, P
 
 
 # -- one run as text (what `ewc-rl train` prints at the end) ---------------------------------------------
+
+
+def _budget_words(budget: int | dict[str, int]) -> str:
+    """summary.json's steps_per_game in words: one number for every game, or each game's own."""
+    if isinstance(budget, int):
+        return f"{budget} agent steps per game"
+    return "agent steps per game: " + ", ".join(f"{g} {n}" for g, n in budget.items())
 
 
 def fmt(x: float | None, digits: int = 1) -> str:

@@ -54,17 +54,50 @@ class Segment:
     cycle: int
 
 
+# Agent steps per visit: one number for every game, or a number per game (games differ in how long they take to
+# learn; a visit of a game always has that game's budget).
+Budget = int | dict[str, int]
+
+
+def budget_for(games: list[str], steps: list[int]) -> Budget:
+    """``--steps-per-game``'s values for ``--games``: one for every game, or one per entry of ``--games`` (a game
+    listed twice has one budget). Uniform values come back as one number, so such a run is the same as before."""
+    if any(n < 1 for n in steps):
+        raise UsageError(f"--steps-per-game must be positive, got {','.join(map(str, steps))}")
+    if len(steps) == 1:
+        return steps[0]
+    if len(steps) != len(games):
+        raise UsageError(
+            f"--steps-per-game has {len(steps)} values for {len(games)} games; give one, or one per game of --games"
+        )
+    budget: dict[str, int] = {}
+    for game, n in zip(games, steps, strict=True):
+        if budget.setdefault(game, n) != n:
+            raise UsageError(f"--steps-per-game gives {game} two budgets ({budget[game]} and {n}); a game has one")
+    return budget if len(set(budget.values())) > 1 else steps[0]
+
+
+def steps_of(budget: Budget, game: str) -> int:
+    """Agent steps of one visit of ``game``."""
+    return budget if isinstance(budget, int) else budget[game]
+
+
+def budget_text(budget: Budget, games: list[str]) -> str:
+    """The budget as ``--steps-per-game`` takes it for ``games`` (one number, or one per game in that order)."""
+    return str(budget) if isinstance(budget, int) else ",".join(str(budget[g]) for g in games)
+
+
 def make_schedule(
-    games: list[str], steps_per_game: int, cycles: int = 1, orders: list[list[str]] | None = None
+    games: list[str], steps_per_game: Budget, cycles: int = 1, orders: list[list[str]] | None = None
 ) -> list[Segment]:
     """``games`` in order, repeated ``cycles`` times; ``orders`` gives each cycle its own order instead."""
     if not games:
         raise ValueError("a schedule needs at least one game")
-    if steps_per_game < 1 or cycles < 1:
-        raise ValueError("steps_per_game and cycles must be positive")
     orders = orders or [list(games)] * cycles
     sequence = [(c, g) for c, order in enumerate(orders) for g in order]
-    return [Segment(i, g, steps_per_game, c) for i, (c, g) in enumerate(sequence)]
+    if cycles < 1 or any(steps_of(steps_per_game, g) < 1 for _, g in sequence):
+        raise ValueError("steps_per_game and cycles must be positive")
+    return [Segment(i, g, steps_of(steps_per_game, g), c) for i, (c, g) in enumerate(sequence)]
 
 
 def unique_games(schedule: list[Segment]) -> list[str]:

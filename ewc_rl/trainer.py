@@ -36,7 +36,7 @@ from ewc_rl.methods import SegmentEnd
 from ewc_rl.metrics import clipped_normalized_sum, drop_from_best, metric_matrix, normalized_matrix, summarize
 from ewc_rl.probe import Probe
 from ewc_rl.progress import ProgressFile
-from ewc_rl.schedule import Segment, make_schedule, unique_games
+from ewc_rl.schedule import Budget, Segment, budget_text, make_schedule, unique_games
 from ewc_rl.scores import normalize
 
 SUMMARY_FORMAT = 1
@@ -47,7 +47,7 @@ class RunSpec:
     """What to run, beside the agent definition."""
 
     games: list[str]
-    steps_per_game: int
+    steps_per_game: Budget  # one number, or game -> steps (ewc_rl/schedule.py)
     logdir: Path
     orders: list[list[str]] | None = None  # per-cycle visiting orders (random schedules)
     cycles: int = 1
@@ -421,7 +421,11 @@ class Trainer:
         hparams = {
             **self.cfg.flat(),
             "run.games": ",".join(spec.games),
-            "run.steps_per_game": spec.steps_per_game,
+            "run.steps_per_game": (  # hparams take numbers and text, not mappings
+                spec.steps_per_game
+                if isinstance(spec.steps_per_game, int)
+                else budget_text(spec.steps_per_game, list(dict.fromkeys(spec.games)))
+            ),
             "run.cycles": spec.cycles,
             "run.seed": spec.seed,
             "run.agent": self.cfg.name,

@@ -93,6 +93,9 @@ def test_dqn_run_has_no_penalty(tmp_path):
             ["--games", "Pong", "--steps-per-game", "200", "--set", "penalty.lambda=inf"],
             "'penalty.lambda' must be a finite number, got inf",
         ),
+        (["--games", "Pong,Breakout", "--steps-per-game", "1,2,3"], "has 3 values for 2 games"),
+        (["--games", "Pong,Breakout,Pong", "--steps-per-game", "1,2,3"], "gives Pong two budgets (1 and 3)"),
+        (["--games", "random2", "--pool", "kirkpatrick2017", "--steps-per-game", "1,2"], "takes one --steps-per-game"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, capsys, args, message):
@@ -104,7 +107,14 @@ def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, capsys, args, me
 
 
 @pytest.mark.parametrize(
-    "args", [["--steps-per-game", "-5"], ["--cycles", "0"], ["--checkpoint-every", "-1"], ["--device", "tpu"]]
+    "args",
+    [
+        ["--steps-per-game", "-5"],
+        ["--steps-per-game", "100,0"],
+        ["--cycles", "0"],
+        ["--checkpoint-every", "-1"],
+        ["--device", "tpu"],
+    ],
 )
 def test_bad_numbers_and_choices_are_one_line_exit_2(tmp_path, capsys, args):
     with pytest.raises(SystemExit) as exit_info:

@@ -488,3 +488,24 @@ def test_threads_must_be_positive_and_local(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert "--threads" in err and "Traceback" not in err
     assert not (tmp_path / "c").exists()
+
+
+def test_per_game_budgets_reach_every_run_the_references_and_the_report(tmp_path):
+    """--steps-per-game N1,N2: each game's visit has its own length, in the run, its fresh reference and the report."""
+    logdir = tmp_path / "cmp"
+    flags = budget(200, "eval.max_episode_steps=100", every=200)
+    flags[flags.index("--steps-per-game") + 1] = "200,400"
+    cmd = ["compare", "--agents", "minatar-dqn", "--games", "MinAtar/Breakout,MinAtar/Asterix", *flags]
+    assert main([*cmd, "--seeds", "0", "--fresh-references", "--logdir", str(logdir)]) == 0
+    run = logdir / "minatar-dqn" / "seed-0"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps_per_game"] == {"MinAtar/Breakout": 200, "MinAtar/Asterix": 400}
+    assert json.loads((run / "steps.json").read_text()) == {"step": 600, "total": 600}
+    assert max(e["step"] for e in summary["eval_history"]) == 600
+    for game, steps in (("Breakout", 200), ("Asterix", 400)):
+        ref = logdir / "fresh" / f"MinAtar-{game}" / "seed-0"
+        assert json.loads((ref / "steps.json").read_text()) == {"step": steps, "total": steps}
+    md = (logdir / "comparison.md").read_text()
+    assert "agent steps per game: MinAtar/Breakout 200, MinAtar/Asterix 400" in md
+    assert (logdir / "comparison.png").stat().st_size > 0
+    assert json.loads((logdir / "compare.json").read_text())["steps_per_game"] == summary["steps_per_game"]

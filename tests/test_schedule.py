@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from ewc_rl.schedule import make_schedule, unique_games
+from ewc_rl.errors import UsageError
+from ewc_rl.schedule import budget_for, budget_text, make_schedule, unique_games
 
 
 def test_cycles_revisit_games_in_order():
@@ -48,3 +49,26 @@ def test_random_draw_errors_and_cycle_orders_in_the_schedule():
         draw("atari57", 3, 1, 0)
     s = make_schedule(["A", "B"], 10, cycles=2, orders=[["A", "B"], ["B", "A"]])
     assert [(x.game, x.cycle) for x in s] == [("A", 0), ("B", 0), ("B", 1), ("A", 1)]
+
+
+def test_a_budget_per_game_follows_the_game_through_cycles_and_orders() -> None:
+    budget = budget_for(["A", "B"], [10, 30])
+    assert budget == {"A": 10, "B": 30} and budget_text(budget, ["B", "A"]) == "30,10"
+    s = make_schedule(["A", "B"], budget, cycles=2, orders=[["A", "B"], ["B", "A"]])
+    assert [(seg.game, seg.steps) for seg in s] == [("A", 10), ("B", 30), ("B", 30), ("A", 10)]
+    assert budget_for(["A", "B", "A"], [10, 30, 10]) == {"A": 10, "B": 30}  # a revisit: the game's one budget
+    assert budget_for(["A", "B"], [10, 10]) == 10 and budget_for(["A", "B"], [7]) == 7  # uniform: one number
+
+
+@pytest.mark.parametrize(
+    ("steps", "message"),
+    [
+        ([10, 20, 30], "has 3 values for 2 games"),
+        ([10, 0], "must be positive"),
+    ],
+)
+def test_bad_budgets_are_usage_errors(steps: list[int], message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        budget_for(["A", "B"], steps)
+    with pytest.raises(UsageError, match="two budgets"):
+        budget_for(["A", "B", "A"], [10, 20, 30])
