@@ -568,9 +568,11 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--reference",
         type=Path,
-        default=None,
+        nargs="+",
+        default=[],
         metavar="DIR",
-        help="single-game runs (any depth; by game and seed) for forward transfer and plasticity "
+        help="directories of single-game runs (any depth; by game and seed; only runs as long as the comparison's "
+        "segments of their game) for forward transfer and plasticity "
         "(default: LOGDIR/fresh, written by compare --fresh-references, when it exists)",
     )
     return parser

@@ -12,7 +12,7 @@ import math
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from ewc_rl.errors import UsageError
 from ewc_rl.metrics import (
@@ -23,6 +23,7 @@ from ewc_rl.metrics import (
     metric_matrix,
     summarize,
 )
+from ewc_rl.schedule import Budget, steps_of
 from ewc_rl.scores import normalize
 from ewc_rl.tblog import write_json
 
@@ -84,17 +85,52 @@ def load_runs(logdir: Path) -> dict[str, dict[int, dict[str, Any]]]:
     return runs
 
 
-def load_references(refdir: Path, required: bool = True) -> References:
-    """Single-game runs under ``refdir`` (any depth), by game and seed: the baselines of forward transfer and
-    plasticity. Of two runs with one game and seed, the first path in sorted order is used."""
+def load_references(refdirs: Sequence[Path], budget: Budget | None = None, required: bool = True) -> References:
+    """Single-game runs under ``refdirs`` (any depth), by game and seed: the baselines of forward transfer and
+    plasticity. Of two runs with one game and seed, the first path in sorted order (of the first directory) is used.
+
+    With ``budget`` (the comparison's ``steps_per_game``), a run that trained its game for another number of steps is
+    not a reference (plasticity would divide unlike things); when that leaves a game with none, it is an error.
+    """
     refs: References = {}
-    for path in sorted(refdir.glob("**/summary.json")):
-        summary = json.loads(path.read_text())
-        if summary.get("complete") and len(set(summary["games"])) == 1:
-            refs.setdefault(summary["games"][0], {}).setdefault(summary.get("seed"), summary)
+    other: dict[str, set[int]] = {}
+    for refdir in refdirs:
+        for path in sorted(refdir.glob("**/summary.json")):
+            summary = json.loads(path.read_text())
+            if not summary.get("complete") or len(set(summary["games"])) != 1:
+                continue
+            game, steps = summary["games"][0], summary.get("steps_per_game")
+            if _budget_differs(budget, steps, game):
+                other.setdefault(game, set()).add(steps_of(steps, game))
+                continue
+            refs.setdefault(game, {}).setdefault(summary.get("seed"), summary)
+    where = ", ".join(str(d) for d in refdirs)
+    for game, steps_seen in other.items():
+        if game not in refs:
+            seen = " or ".join(str(n) for n in sorted(steps_seen))
+            raise UsageError(
+                f"the single-game runs of {game} under {where} trained {seen} steps, "
+                f"the comparison's segments of it {steps_of(cast(Budget, budget), game)}: no reference for it"
+            )
     if not refs and required:
-        raise UsageError(f"no finished single-game runs under {refdir} to use as references")
+        raise UsageError(f"no finished single-game runs under {where} to use as references")
     return refs
+
+
+def _budget_differs(budget: Budget | None, steps: Budget | None, game: str) -> bool:
+    """Whether a single-game run of ``game`` with ``steps`` is not as long as the comparison's segments of it
+    (unknown either way, or a game the comparison does not train: not a difference)."""
+    if budget is None or steps is None or (isinstance(budget, dict) and game not in budget):
+        return False
+    return steps_of(steps, game) != steps_of(budget, game)
+
+
+def _runs_budget(runs: dict[str, dict[int, dict[str, Any]]]) -> Budget | None:
+    """The runs' ``steps_per_game`` when they share one (a comparison's runs do), else None."""
+    budgets = {
+        json.dumps(s.get("steps_per_game"), sort_keys=True) for by_seed in runs.values() for s in by_seed.values()
+    }
+    return cast(Budget | None, json.loads(budgets.pop())) if len(budgets) == 1 else None
 
 
 def fresh_dir(logdir: Path) -> Path:
@@ -389,20 +425,27 @@ def _steps(x: float) -> str:
     return f"{x / 1e3:g}k" if abs(x) >= 1e3 else f"{x:g}"
 
 
-def write_report(logdir: Path, reference_dir: Path | None = None) -> dict[str, Path]:
+def write_report(logdir: Path, reference_dirs: Sequence[Path] = ()) -> dict[str, Path]:
     """Write comparison.json, .md and .png into ``logdir``, tradeoff.png when there are fresh references, and
     switches.md/.png where runs measured the plasticity diagnostics.
 
-    The references are ``reference_dir``'s single-game runs, or else those of ``compare --fresh-references`` when
-    ``<logdir>/fresh`` exists, so that ``ewc-rl report LOGDIR`` recomputes what ``compare`` wrote.
+    The references are the single-game runs under ``reference_dirs`` (those as long as the runs' segments), or else
+    those of ``compare --fresh-references`` when ``<logdir>/fresh`` exists, so that ``ewc-rl report LOGDIR``
+    recomputes what ``compare`` wrote.
     """
     if not logdir.is_dir():
         raise UsageError(f"no such directory: {logdir}")
+    for refdir in reference_dirs:
+        if not refdir.is_dir():
+            raise UsageError(f"--reference: no such directory: {refdir}")
     runs = load_runs(logdir)
-    if reference_dir is not None:
-        references: References | None = load_references(reference_dir)
+    budget = _runs_budget(runs)
+    if reference_dirs:
+        references: References | None = load_references(reference_dirs, budget)
+    elif fresh_dir(logdir).is_dir():
+        references = load_references([fresh_dir(logdir)], budget, required=False)
     else:
-        references = load_references(fresh_dir(logdir), required=False) if fresh_dir(logdir).is_dir() else None
+        references = None
     comparison = aggregate(runs, references or None)
     paths = {"json": logdir / "comparison.json", "md": logdir / "comparison.md", "png": logdir / "comparison.png"}
     write_json(paths["json"], comparison)

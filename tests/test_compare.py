@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
 from ewc_rl.cli import main
+from ewc_rl.errors import UsageError
 from ewc_rl.grid import GridSpec, steps_done
 from ewc_rl.progress import ProgressFile
 from ewc_rl.report import aggregate, mean_ci, t_quantile_975, to_markdown
@@ -330,11 +332,42 @@ def test_report_lists_plasticity_per_game_with_the_fresh_runs_it_divides_by(tmp_
         "Freeway (seeds 0, 1)." in md
     )
     assert data["fresh_references"]["Freeway"]["unlearned_seeds"] == [0, 1]
-    assert load_references(tmp_path / "cmp" / "fresh")["Pong"].keys() == {0, 1}
-    # --reference DIR overrides; the same runs named explicitly give the same report.
+    assert load_references([tmp_path / "cmp" / "fresh"])["Pong"].keys() == {0, 1}
+    # --reference DIR overrides; the same runs named explicitly give the same report, and so do the same runs
+    # spread over two directories (each game's runs in its own).
     before = (tmp_path / "cmp" / "comparison.json").read_text()
-    write_report(tmp_path / "cmp", tmp_path / "cmp" / "fresh")
+    write_report(tmp_path / "cmp", [tmp_path / "cmp" / "fresh"])
     assert (tmp_path / "cmp" / "comparison.json").read_text() == before
+    shutil.copytree(tmp_path / "cmp" / "fresh" / "Pong", tmp_path / "refs-a" / "Pong")
+    shutil.copytree(tmp_path / "cmp" / "fresh" / "Freeway", tmp_path / "refs-b" / "deeper" / "Freeway")
+    write_report(tmp_path / "cmp", [tmp_path / "refs-a", tmp_path / "refs-b"])
+    assert (tmp_path / "cmp" / "comparison.json").read_text() == before
+
+
+def test_references_of_another_budget_are_not_used(tmp_path):
+    from ewc_rl.report import write_report
+
+    # Segments of 10 steps for Pong and 30 for Breakout; Pong's reference exists at 10 steps (normalised 0.5) and
+    # at 20 (0.9, same seed): only the first may divide. Breakout's only reference has 10 steps.
+    run = fake_summary(["Pong", "Breakout"], [[-20.7 + 35.3 * 0.25, None], [-20.7, 5.0]], seed=0)
+    run["steps_per_game"] = {"Pong": 10, "Breakout": 30}
+    write_summary(tmp_path / "cmp" / "dqn" / "seed-0", run)
+    write_summary(tmp_path / "long" / "Pong", fake_summary(["Pong"], [[-20.7 + 35.3 * 0.9]], 20, seed=0))
+    write_summary(tmp_path / "short" / "Pong", fake_summary(["Pong"], [[-20.7 + 35.3 * 0.5]], 10, seed=0))
+    write_report(tmp_path / "cmp", [tmp_path / "long", tmp_path / "short"])  # "long" first: sorted order alone
+    plasticity = json.loads((tmp_path / "cmp" / "comparison.json").read_text())["agents"]["dqn"]["plasticity"]
+    assert plasticity["Pong"]["mean"] == pytest.approx(0.5)  # would pick 0.25 / 0.9 without the budget check
+    write_summary(tmp_path / "short" / "Breakout", fake_summary(["Breakout"], [[30.0]], 10, seed=0))
+    with pytest.raises(UsageError, match=r"runs of Breakout under .* trained 10 steps, the comparison's segments"):
+        write_report(tmp_path / "cmp", [tmp_path / "long", tmp_path / "short"])
+
+
+def test_report_cli_rejects_a_missing_reference_directory(tmp_path, capsys):
+    write_summary(tmp_path / "cmp" / "dqn" / "seed-0", fake_summary(["Pong"], [[0.0]], seed=0))
+    assert main(["report", str(tmp_path / "cmp"), "--reference", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--reference: no such directory" in err
+    assert not (tmp_path / "cmp" / "comparison.json").exists()
 
 
 MINATAR = [
