@@ -575,6 +575,15 @@ def build_parser() -> argparse.ArgumentParser:
         "segments of their game) for forward transfer and plasticity "
         "(default: LOGDIR/fresh, written by compare --fresh-references, when it exists)",
     )
+    pool = sub.add_parser(
+        "pool",
+        help="one table over several comparisons (e.g. development sequences): metrics over every sequence and seed",
+        description="Pool the comparison.json of each DIR (written by compare or report): per agent present in "
+        "every DIR, average performance, retention, mean plasticity and mean forgetting as mean ± 95% interval "
+        "over all (comparison, seed) pairs. Writes pooled.md, pooled.json and tradeoff.png into --out.",
+    )
+    pool.add_argument("dirs", type=Path, nargs="+", metavar="DIR", help="comparison directories")
+    pool.add_argument("--out", type=Path, required=True, metavar="OUT", help="directory for the pooled files")
     return parser
 
 
@@ -903,6 +912,15 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pool(args: argparse.Namespace) -> int:
+    from ewc_rl.pool import write
+
+    paths = write(args.dirs, args.out)
+    print(paths["md"].read_text())
+    print(f"pooled: {', '.join(str(p) for p in paths.values())}")
+    return 0
+
+
 def _toy(args: argparse.Namespace) -> int:
     import torch as th
 
@@ -941,6 +959,8 @@ def main(argv: list[str] | None = None) -> int:
             return _compare(args)
         if args.command == "report":
             return _report(args)
+        if args.command == "pool":
+            return _pool(args)
         if args.command == "random-scores":
             return _random_scores(args)
         if args.command == "bench":

@@ -158,8 +158,11 @@ def aggregate(runs: dict[str, dict[int, dict[str, Any]]], references: References
             "units": metrics[0]["units"],
             "excluded_from_means": metrics[0]["excluded_from_means"],
         }
-        for key in SCALARS + (("mean_plasticity",) if references else ()):
+        scalars = SCALARS + (("mean_plasticity",) if references else ())
+        for key in scalars:
             entry[key] = mean_ci([m[key] for m in metrics])
+        # each seed's value too: `ewc-rl pool` pools them over comparisons (JSON keys are strings)
+        entry["per_seed"] = {key: {str(s): m[key] for s, m in zip(seeds, metrics, strict=True)} for key in scalars}
         per_game = ("forgetting", "retention_per_game", "final_score")
         for key in per_game + (("forward_transfer", "plasticity") if references else ()):
             entry[key] = {g: mean_ci([m[key].get(g) for m in metrics]) for g in columns}

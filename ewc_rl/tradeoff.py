@@ -79,7 +79,7 @@ def _limits(stats: list[dict[str, Any]], low: float, high: float) -> tuple[float
     return min(low, *ends) - 0.05, max(high, *ends) + 0.05
 
 
-def plot(comparison: dict[str, Any], path: Path) -> None:
+def plot(comparison: dict[str, Any], path: Path, over: str = "seeds") -> None:
     """x = mean plasticity, y = retention, one labelled point per agent with 95% interval bars on both axes."""
     import matplotlib
 
@@ -129,19 +129,19 @@ def plot(comparison: dict[str, Any], path: Path) -> None:
     named = f"run labels without their common prefix '{prefix}'" if prefix else "run labels"
     save_titled(
         fig,
-        f"Retention against plasticity: a point is one agent ({named}), its mean over seeds; bars: 95% intervals "
-        "over seeds; upper right of the dashed lines: issue 18's targets met on average",
+        f"Retention against plasticity: a point is one agent ({named}), its mean over {over}; bars: 95% intervals "
+        f"over {over}; upper right of the dashed lines: issue 18's targets met on average",
         width,
         path,
         dpi=110,
     )
 
 
-def write(comparison: dict[str, Any], logdir: Path) -> dict[str, Path]:
+def write(comparison: dict[str, Any], logdir: Path, over: str = "seeds") -> dict[str, Path]:
     """tradeoff.png in ``logdir`` when there is a point to draw; otherwise none (an older one is removed)."""
     path = logdir / FILE
     if not available(comparison) or not points(comparison)[0]:
         path.unlink(missing_ok=True)  # a figure from earlier references would no longer match comparison.json
         return {}
-    plot(comparison, path)
+    plot(comparison, path, over)
     return {"tradeoff_png": path}
