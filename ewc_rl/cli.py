@@ -580,7 +580,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="one table over several comparisons (e.g. development sequences): metrics over every sequence and seed",
         description="Pool the comparison.json of each DIR (written by compare or report): per agent present in "
         "every DIR, average performance, retention, mean plasticity and mean forgetting as mean ± 95% interval "
-        "over all (comparison, seed) pairs. Writes pooled.md, pooled.json and tradeoff.png into --out.",
+        "over all (comparison, seed) pairs. Writes pooled.md, pooled.json and (when some agent has plasticity) "
+        "tradeoff.png into --out.",
     )
     pool.add_argument("dirs", type=Path, nargs="+", metavar="DIR", help="comparison directories")
     pool.add_argument("--out", type=Path, required=True, metavar="OUT", help="directory for the pooled files")

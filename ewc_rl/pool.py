@@ -11,6 +11,7 @@ files, so it is a description of the spread, not a test across sequences).
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -23,19 +24,29 @@ FILE = "pooled"  # pooled.json, pooled.md (and tradeoff.png) in --out
 
 
 def load(dirs: list[Path]) -> list[tuple[str, dict[str, Any]]]:
-    """(directory name, comparison.json) of each comparison; each must hold per-seed values."""
+    """(directory name, comparison.json) of each comparison; each must hold per-seed, normalised values."""
     out = []
+    seen: dict[Path, Path] = {}
     for d in dirs:
+        if not d.is_dir():
+            raise UsageError(f"no such directory: {d}")
+        if d.resolve() in seen:
+            raise UsageError(f"{d} is named twice (also as {seen[d.resolve()]}): its seeds would count twice")
+        seen[d.resolve()] = d
         path = d / "comparison.json"
         if not path.is_file():
             raise UsageError(f"no comparison.json in {d}: run `ewc-rl report {d}` (or compare) first")
-        comparison = json.loads(path.read_text())
-        if any("per_seed" not in a for a in comparison["agents"].values()):
+        try:
+            comparison = json.loads(path.read_text())
+            agents = comparison["agents"]
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise UsageError(f"{path} is not a comparison.json ({exc})") from None
+        if any("per_seed" not in a for a in agents.values()):
             raise UsageError(f"{path} has no per-seed values (written before pooling existed): run `ewc-rl report {d}`")
+        raw = sorted({g for a in agents.values() for g, unit in a["units"].items() if unit != "normalized"})
+        if raw:
+            raise UsageError(f"{d} has games without a normalised score ({', '.join(raw)}): pooling would mix units")
         out.append((str(d), comparison))
-    names = [n for n, _ in out]
-    if len(set(names)) < len(names):
-        raise UsageError("a comparison directory is named twice")
     return out
 
 
@@ -56,41 +67,69 @@ def pool(comparisons: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
             values: list[float | None] = []
             for name, c in comparisons:
                 by_seed = c["agents"][agent]["per_seed"].get(metric)
-                if by_seed is None:  # e.g. plasticity without references in one comparison: no pooled value
-                    values = []
-                    break
-                values += by_seed.values()
-                entry["per_source"].setdefault(name, {})[metric] = mean_ci(list(by_seed.values()))
-            entry[metric] = mean_ci(values)
+                if by_seed is not None:
+                    values += by_seed.values()
+                    entry["per_source"].setdefault(name, {})[metric] = mean_ci(list(by_seed.values()))
+            # plasticity exists only where a comparison had references: pooled over some comparisons it would
+            # mean something else than over all of them, so it is pooled only when every one has it
+            complete = all(metric in entry["per_source"].get(name, {}) for name in sources)
+            entry[metric] = mean_ci(values if complete else [])
         entry["pairs"] = sum(len(c["agents"][agent]["seeds"]) for _, c in comparisons)
         agents[agent] = entry
-    return {"sources": sources, "metrics": list(METRICS), "agents": agents, "left_out": left_out}
+    no_plasticity = [n for n, c in comparisons if not any("mean_plasticity" in a for a in c["agents"].values())]
+    return {
+        "sources": sources,
+        "metrics": list(METRICS),
+        "agents": agents,
+        "left_out": left_out,
+        "without_plasticity": no_plasticity,
+    }
+
+
+def _cell(stat: dict[str, Any], pairs: int) -> str:
+    """mean ± interval, with its n where fewer pairs than the agent's have a value (e.g. retention when nothing
+    was learned)."""
+    text = _pm(stat)
+    return f"{text} (n={stat['n']})" if stat["mean"] is not None and stat["n"] != pairs else text
+
+
+def _rank_key(item: tuple[str, dict[str, Any]]) -> tuple[float, float]:
+    """Higher average performance first, then lower forgetting (as comparison.md's ranking)."""
+    a = item[1]
+    perf, forgetting = a["average_performance"]["mean"], a["mean_forgetting"]["mean"]
+    return (-perf if perf is not None else math.inf, forgetting if forgetting is not None else math.inf)
 
 
 def to_markdown(pooled: dict[str, Any]) -> str:
-    """The pooled table, ranked by average performance, then each sequence's average performance beside it."""
+    """The pooled table, ranked by average performance, then each comparison's average performance beside it."""
+    from ewc_rl import tradeoff
+
     sources = pooled["sources"]
-    ranked = sorted(
-        pooled["agents"].items(),
-        key=lambda kv: (
-            -(kv[1]["average_performance"]["mean"] if kv[1]["average_performance"]["mean"] is not None else -1e9)
-        ),
-    )
+    ranked = sorted(pooled["agents"].items(), key=_rank_key)
     lines = [
         "# Pooled comparison",
         "",
         f"Comparisons: {', '.join(f'`{s}`' for s in sources)}. Each metric: mean ± 95% confidence half-width "
-        "(Student t) over every (comparison, seed) pair of the agent; definitions in docs/metrics.md. "
-        "Ranked by pooled average performance.",
+        "(Student t) over every (comparison, seed) pair of the agent (`pairs`; n where fewer have a value); "
+        "definitions in docs/metrics.md. Ranked by pooled average performance, then mean forgetting.",
+    ]
+    if pooled["without_plasticity"]:
+        lines.append(
+            "No pooled plasticity: "
+            + ", ".join(f"`{s}`" for s in pooled["without_plasticity"])
+            + " had no fresh references (`ewc-rl report DIR --reference ...` adds them)."
+        )
+    lines += [
         "",
         "| rank | agent | average performance | retention | mean plasticity | mean forgetting | pairs |",
         "|---|---|---|---|---|---|---|",
     ]
     for rank, (name, a) in enumerate(ranked, 1):
+        cells = [_cell(a[m], a["pairs"]) for m in ("average_performance", "retention", "mean_plasticity")]
         lines.append(
-            f"| {rank} | {name} | {_pm(a['average_performance'])} | {_pm(a['retention'])} | "
-            f"{_pm(a['mean_plasticity'])} | {_pm(a['mean_forgetting'])} | {a['pairs']} |"
+            f"| {rank} | {name} | {' | '.join(cells)} | {_cell(a['mean_forgetting'], a['pairs'])} | {a['pairs']} |"
         )
+    lines += ["", tradeoff.caption(pooled).replace("mean over seeds", "mean over comparisons and seeds")]
     lines += [
         "",
         "## Average performance per comparison",
@@ -112,14 +151,18 @@ def to_markdown(pooled: dict[str, Any]) -> str:
 
 
 def write(dirs: list[Path], out: Path) -> dict[str, Path]:
-    """pooled.json, pooled.md and the pooled trade-off figure in ``out``."""
+    """pooled.json, pooled.md and, when some agent has plasticity, the pooled trade-off figure in ``out``."""
     from ewc_rl import tradeoff
 
-    resolved = {d.resolve() for d in dirs}
-    if out.resolve() in resolved or (out / "compare.json").exists():
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file, not a directory")
+    if out.resolve() in {d.resolve() for d in dirs} or (out / "comparison.json").exists():
         raise UsageError(f"--out {out} is a comparison's directory (its tradeoff.png would be replaced); use another")
     pooled = pool(load(dirs))
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--out {out}: {exc.strerror}") from None
     paths = {"json": out / f"{FILE}.json", "md": out / f"{FILE}.md"}
     write_json(paths["json"], pooled)
     paths["md"].write_text(to_markdown(pooled))

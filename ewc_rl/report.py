@@ -10,7 +10,7 @@ import itertools
 import json
 import math
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -85,52 +85,56 @@ def load_runs(logdir: Path) -> dict[str, dict[int, dict[str, Any]]]:
     return runs
 
 
-def load_references(refdirs: Sequence[Path], budget: Budget | None = None, required: bool = True) -> References:
+def load_references(
+    refdirs: Sequence[Path], budget: Budget | None = None, games: Collection[str] | None = None, required: bool = True
+) -> References:
     """Single-game runs under ``refdirs`` (any depth), by game and seed: the baselines of forward transfer and
     plasticity. Of two runs with one game and seed, the first path in sorted order (of the first directory) is used.
 
-    With ``budget`` (the comparison's ``steps_per_game``), a run that trained its game for another number of steps is
-    not a reference (plasticity would divide unlike things); when that leaves a game with none, it is an error.
+    Only runs of ``games`` (the comparison's) are kept. With ``budget`` (the comparison's ``steps_per_game``), a run
+    that trained its game for another number of steps, or an unknown one, is not a reference (plasticity would
+    divide unlike things); when that leaves one of ``games`` with none, it is an error.
     """
     refs: References = {}
-    other: dict[str, set[int]] = {}
+    other: dict[str, set[str]] = {}
     for refdir in refdirs:
         for path in sorted(refdir.glob("**/summary.json")):
             summary = json.loads(path.read_text())
             if not summary.get("complete") or len(set(summary["games"])) != 1:
                 continue
             game, steps = summary["games"][0], summary.get("steps_per_game")
-            if _budget_differs(budget, steps, game):
-                other.setdefault(game, set()).add(steps_of(steps, game))
+            if games is not None and game not in games:
+                continue
+            if budget is not None and (steps is None or steps_of(steps, game) != steps_of(budget, game)):
+                other.setdefault(game, set()).add(
+                    "an unknown number of" if steps is None else str(steps_of(steps, game))
+                )
                 continue
             refs.setdefault(game, {}).setdefault(summary.get("seed"), summary)
     where = ", ".join(str(d) for d in refdirs)
     for game, steps_seen in other.items():
         if game not in refs:
-            seen = " or ".join(str(n) for n in sorted(steps_seen))
+            trained = " or ".join(sorted(steps_seen))
             raise UsageError(
-                f"the single-game runs of {game} under {where} trained {seen} steps, "
-                f"the comparison's segments of it {steps_of(cast(Budget, budget), game)}: no reference for it"
+                f"no reference for {game} under {where}: its single-game runs trained {trained} agent steps, "
+                f"the comparison's segments of it {steps_of(cast(Budget, budget), game)}"
             )
     if not refs and required:
         raise UsageError(f"no finished single-game runs under {where} to use as references")
     return refs
 
 
-def _budget_differs(budget: Budget | None, steps: Budget | None, game: str) -> bool:
-    """Whether a single-game run of ``game`` with ``steps`` is not as long as the comparison's segments of it
-    (unknown either way, or a game the comparison does not train: not a difference)."""
-    if budget is None or steps is None or (isinstance(budget, dict) and game not in budget):
-        return False
-    return steps_of(steps, game) != steps_of(budget, game)
-
-
-def _runs_budget(runs: dict[str, dict[int, dict[str, Any]]]) -> Budget | None:
-    """The runs' ``steps_per_game`` when they share one (a comparison's runs do), else None."""
+def _runs_budget(logdir: Path, runs: dict[str, dict[int, dict[str, Any]]]) -> Budget | None:
+    """The runs' common ``steps_per_game`` (a comparison's runs share one); references need it to be one."""
     budgets = {
         json.dumps(s.get("steps_per_game"), sort_keys=True) for by_seed in runs.values() for s in by_seed.values()
     }
-    return cast(Budget | None, json.loads(budgets.pop())) if len(budgets) == 1 else None
+    if len(budgets) > 1:
+        raise UsageError(
+            f"the runs under {logdir} differ in --steps-per-game ({', '.join(sorted(budgets))}): plasticity pairs a "
+            "segment with single-game runs of its budget, so report each budget from its own directory"
+        )
+    return cast(Budget | None, json.loads(budgets.pop())) if budgets else None
 
 
 def fresh_dir(logdir: Path) -> Path:
@@ -442,13 +446,12 @@ def write_report(logdir: Path, reference_dirs: Sequence[Path] = ()) -> dict[str,
         if not refdir.is_dir():
             raise UsageError(f"--reference: no such directory: {refdir}")
     runs = load_runs(logdir)
-    budget = _runs_budget(runs)
+    games = {g for by_seed in runs.values() for summary in by_seed.values() for g in summary["games"]}
+    references: References | None = None
     if reference_dirs:
-        references: References | None = load_references(reference_dirs, budget)
+        references = load_references(reference_dirs, _runs_budget(logdir, runs), games)
     elif fresh_dir(logdir).is_dir():
-        references = load_references([fresh_dir(logdir)], budget, required=False)
-    else:
-        references = None
+        references = load_references([fresh_dir(logdir)], _runs_budget(logdir, runs), games, required=False)
     comparison = aggregate(runs, references or None)
     paths = {"json": logdir / "comparison.json", "md": logdir / "comparison.md", "png": logdir / "comparison.png"}
     write_json(paths["json"], comparison)

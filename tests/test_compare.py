@@ -357,9 +357,30 @@ def test_references_of_another_budget_are_not_used(tmp_path):
     write_report(tmp_path / "cmp", [tmp_path / "long", tmp_path / "short"])  # "long" first: sorted order alone
     plasticity = json.loads((tmp_path / "cmp" / "comparison.json").read_text())["agents"]["dqn"]["plasticity"]
     assert plasticity["Pong"]["mean"] == pytest.approx(0.5)  # would pick 0.25 / 0.9 without the budget check
+    # A game the comparison does not train is no reference, whatever its budget; one of its games with only
+    # references of another budget (or of an unknown one) is an error.
+    write_summary(tmp_path / "short" / "Freeway", fake_summary(["Freeway"], [[3.0]], 99, seed=0))
+    write_report(tmp_path / "cmp", [tmp_path / "long", tmp_path / "short"])
     write_summary(tmp_path / "short" / "Breakout", fake_summary(["Breakout"], [[30.0]], 10, seed=0))
-    with pytest.raises(UsageError, match=r"runs of Breakout under .* trained 10 steps, the comparison's segments"):
+    unknown = fake_summary(["Breakout"], [[30.0]], seed=1)
+    del unknown["steps_per_game"]
+    write_summary(tmp_path / "short" / "Breakout-old", unknown)
+    with pytest.raises(
+        UsageError, match=r"no reference for Breakout under .*: its single-game runs trained 10 or an unknown number of"
+    ):
         write_report(tmp_path / "cmp", [tmp_path / "long", tmp_path / "short"])
+
+
+def test_references_need_the_runs_to_share_one_budget(tmp_path):
+    from ewc_rl.report import write_report
+
+    for seed, steps in ((0, 10), (1, 20)):
+        run = fake_summary(["Pong"], [[-20.7 + 35.3 * 0.25]], steps, seed=seed)
+        write_summary(tmp_path / "cmp" / "dqn" / f"seed-{seed}", run)
+    write_summary(tmp_path / "refs" / "Pong", fake_summary(["Pong"], [[-20.7 + 35.3 * 0.5]], 10, seed=0))
+    with pytest.raises(UsageError, match=r"runs under .* differ in --steps-per-game \(10, 20\)"):
+        write_report(tmp_path / "cmp", [tmp_path / "refs"])
+    write_report(tmp_path / "cmp")  # without references the budgets need not agree
 
 
 def test_report_cli_rejects_a_missing_reference_directory(tmp_path, capsys):

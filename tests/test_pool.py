@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 from pathlib import Path
 
@@ -59,27 +60,57 @@ def test_pool_is_the_mean_and_t_interval_over_every_comparison_and_seed(tmp_path
     assert "pooled:" in capsys.readouterr().out
 
 
+def test_pool_leaves_plasticity_out_when_a_comparison_has_no_references(tmp_path):
+    comparison(tmp_path / "d1", {"ewc": [0.8, 0.6]})
+    comparison(tmp_path / "d2", {"ewc": [0.4]})
+    shutil.rmtree(tmp_path / "d2" / "fresh")
+    write_report(tmp_path / "d2")
+    assert main(["pool", str(tmp_path / "d1"), str(tmp_path / "d2"), "--out", str(tmp_path / "out")]) == 0
+    ewc = json.loads((tmp_path / "out" / "pooled.json").read_text())["agents"]["ewc"]
+    assert ewc["mean_plasticity"]["mean"] is None and ewc["retention"]["n"] == 3
+    md = (tmp_path / "out" / "pooled.md").read_text()
+    assert f"No pooled plasticity: `{tmp_path / 'd2'}` had no fresh references" in md
+    assert "No trade-off figure" in md and not (tmp_path / "out" / "tradeoff.png").exists()
+
+
 @pytest.mark.parametrize(
     ("setup", "message"),
     [
+        ("nowhere", "no such directory"),
         ("missing", "no comparison.json in"),
         ("old", "has no per-seed values"),
+        ("broken", "is not a comparison.json"),
+        ("raw", "games without a normalised score (Unknown)"),
+        ("twice", "is named twice"),
         ("out-is-input", "is a comparison's directory"),
+        ("out-is-file", "is a file, not a directory"),
     ],
 )
-def test_pool_rejects_bad_input_in_one_line_and_writes_nothing(tmp_path, capsys, setup, message):
+def test_pool_rejects_bad_input_in_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys, setup, message):
     comparison(tmp_path / "d1", {"ewc": [0.8, 0.6]})
     other, out = tmp_path / "d2", tmp_path / "out"
-    if setup == "old":
+    if setup == "missing":
+        other.mkdir()
+    elif setup in ("old", "broken", "out-is-input"):
         comparison(other, {"ewc": [0.1, 0.2]})
         data = json.loads((other / "comparison.json").read_text())
         for a in data["agents"].values():
             del a["per_seed"]
-        (other / "comparison.json").write_text(json.dumps(data))
-    elif setup == "out-is-input":
+        text = json.dumps(data) if setup == "old" else "{" if setup == "broken" else None
+        if text is not None:
+            (other / "comparison.json").write_text(text)
+        out = other if setup == "out-is-input" else out
+    elif setup == "raw":
+        write_summary(other / "dqn" / "seed-0", fake_summary(["Unknown"], [[3.0]], seed=0))
+        write_report(other)
+    elif setup == "twice":  # the same directory, spelled relative and absolute
+        monkeypatch.chdir(tmp_path)
+        other = Path("d1")
+    elif setup == "out-is-file":
         comparison(other, {"ewc": [0.1, 0.2]})
-        out = other
+        out.write_text("")
+    before = sorted(p for p in tmp_path.rglob("*"))
     assert main(["pool", str(tmp_path / "d1"), str(other), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err
-    assert not (tmp_path / "out").exists() and not (other / "pooled.md").exists()
+    assert sorted(p for p in tmp_path.rglob("*")) == before  # nothing written
