@@ -13,6 +13,12 @@ def test_shipped_agents_load():
     assert kinds == {"dqn": "none", "ewc": "ewc", "online-ewc": "online-ewc", "l2": "l2"}
 
 
+def test_every_shipped_agent_file_loads():
+    """An agent file added with a typo fails here, not an hour into an experiment that names it."""
+    for name in available_agents():
+        load_config(name)
+
+
 def test_shipped_files_spell_out_every_default_they_mention():
     """The commented defaults in dqn.toml are the schema's defaults (the file documents the schema).
 
