@@ -126,7 +126,8 @@ def test_report_with_single_game_references_adds_forward_transfer(comparison, tm
     ref = tmp_path / "ref" / "Pong"
     ref.mkdir(parents=True)
     history = [{"step": 150, "segment": 0, "game": "Pong", "mean": -20.7, "returns": [-20.7], "normalized": 0.0}]
-    (ref / "summary.json").write_text(json.dumps({"complete": True, "games": ["Pong"], "eval_history": history}))
+    ref_run = {"complete": True, "games": ["Pong"], "steps_per_game": 300, "eval_history": history}  # the fixture's
+    (ref / "summary.json").write_text(json.dumps(ref_run))
     assert main(["report", str(comparison), "--reference", str(tmp_path / "ref")]) == 0
     data = json.loads((comparison / "comparison.json").read_text())
     pong = data["agents"]["dqn"]["forward_transfer"]["Pong"]
