@@ -11,16 +11,16 @@ files, so it is a description of the spread, not a test across sequences).
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 from ewc_rl.errors import UsageError
-from ewc_rl.report import _pm, mean_ci
+from ewc_rl.report import _pm, mean_ci, ranking
 from ewc_rl.tblog import write_json
 
 METRICS = ("average_performance", "retention", "mean_plasticity", "mean_forgetting")
 FILE = "pooled"  # pooled.json, pooled.md (and tradeoff.png) in --out
+OVER = "comparisons and seeds"  # what each pooled mean is taken over, in the figure and its caption
 
 
 def load(dirs: list[Path]) -> list[tuple[str, dict[str, Any]]]:
@@ -62,7 +62,10 @@ def pool(comparisons: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
     }
     agents: dict[str, Any] = {}
     for agent in sorted(everywhere):
-        entry: dict[str, Any] = {"pairs": 0, "per_source": {}}
+        entry: dict[str, Any] = {
+            "pairs": sum(len(c["agents"][agent]["seeds"]) for _, c in comparisons),
+            "per_source": {},
+        }
         for metric in METRICS:
             values: list[float | None] = []
             for name, c in comparisons:
@@ -74,7 +77,6 @@ def pool(comparisons: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
             # mean something else than over all of them, so it is pooled only when every one has it
             complete = all(metric in entry["per_source"].get(name, {}) for name in sources)
             entry[metric] = mean_ci(values if complete else [])
-        entry["pairs"] = sum(len(c["agents"][agent]["seeds"]) for _, c in comparisons)
         agents[agent] = entry
     no_plasticity = [n for n, c in comparisons if not any("mean_plasticity" in a for a in c["agents"].values())]
     return {
@@ -93,19 +95,12 @@ def _cell(stat: dict[str, Any], pairs: int) -> str:
     return f"{text} (n={stat['n']})" if stat["mean"] is not None and stat["n"] != pairs else text
 
 
-def _rank_key(item: tuple[str, dict[str, Any]]) -> tuple[float, float]:
-    """Higher average performance first, then lower forgetting (as comparison.md's ranking)."""
-    a = item[1]
-    perf, forgetting = a["average_performance"]["mean"], a["mean_forgetting"]["mean"]
-    return (-perf if perf is not None else math.inf, forgetting if forgetting is not None else math.inf)
-
-
 def to_markdown(pooled: dict[str, Any]) -> str:
     """The pooled table, ranked by average performance, then each comparison's average performance beside it."""
     from ewc_rl import tradeoff
 
     sources = pooled["sources"]
-    ranked = sorted(pooled["agents"].items(), key=_rank_key)
+    ranked = [(name, pooled["agents"][name]) for name in ranking(pooled)]
     lines = [
         "# Pooled comparison",
         "",
@@ -129,7 +124,7 @@ def to_markdown(pooled: dict[str, Any]) -> str:
         lines.append(
             f"| {rank} | {name} | {' | '.join(cells)} | {_cell(a['mean_forgetting'], a['pairs'])} | {a['pairs']} |"
         )
-    lines += ["", tradeoff.caption(pooled).replace("mean over seeds", "mean over comparisons and seeds")]
+    lines += ["", tradeoff.caption(pooled, over=OVER)]
     lines += [
         "",
         "## Average performance per comparison",
@@ -166,5 +161,5 @@ def write(dirs: list[Path], out: Path) -> dict[str, Path]:
     paths = {"json": out / f"{FILE}.json", "md": out / f"{FILE}.md"}
     write_json(paths["json"], pooled)
     paths["md"].write_text(to_markdown(pooled))
-    paths.update(tradeoff.write(pooled, out, over="comparisons and seeds"))
+    paths.update(tradeoff.write(pooled, out, over=OVER))
     return paths

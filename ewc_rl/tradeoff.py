@@ -36,7 +36,7 @@ def points(comparison: dict[str, Any]) -> tuple[list[tuple[str, dict[str, Any], 
     return placed, missing
 
 
-def caption(comparison: dict[str, Any]) -> str:
+def caption(comparison: dict[str, Any], over: str = "seeds") -> str:
     """comparison.md's line about the figure: what it shows, or why there is none."""
     if not available(comparison):
         return (
@@ -47,7 +47,7 @@ def caption(comparison: dict[str, Any]) -> str:
     if not placed:
         return f"No trade-off figure (`{FILE}`): no agent has both a retention and a plasticity value."
     text = (
-        f"Trade-off figure `{FILE}`: retention against mean plasticity, one point per agent (mean over seeds, bars: "
+        f"Trade-off figure `{FILE}`: retention against mean plasticity, one point per agent (mean over {over}, bars: "
         f"95% intervals), dashed lines at issue 18's targets (plasticity {TARGET_PLASTICITY:g}, retention "
         f"{TARGET_RETENTION:g})."
     )
