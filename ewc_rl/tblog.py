@@ -123,9 +123,9 @@ def check_writable(logdir: Path) -> None:
         try:
             _try_creating(logdir)
             return
-        except FileNotFoundError as exc:
-            # A parent vanished between the walk and the mkdir: a parallel run of the same comparison removed the
-            # shared parent its own check had created. Walking again finds it missing and creates it.
+        except (FileNotFoundError, FileExistsError) as exc:
+            # A parent vanished or appeared between the walk and the mkdir: a parallel run of the same comparison
+            # removed, or created, the shared parent. Walking again sees it as it is now.
             error = exc
     raise UsageError(f"--logdir {logdir} is not writable: {error.strerror or error}")
 
@@ -147,7 +147,7 @@ def _try_creating(logdir: Path) -> None:
         fd, probe = tempfile.mkstemp(dir=logdir, prefix=".write-test-")
         os.close(fd)
         os.unlink(probe)
-    except FileNotFoundError:
+    except (FileNotFoundError, FileExistsError):
         raise
     except OSError as exc:
         raise UsageError(f"--logdir {logdir} is not writable: {exc.strerror or exc}") from None

@@ -117,3 +117,22 @@ def test_check_writable_survives_a_parallel_run_removing_the_shared_parent(tmp_p
     check_writable(shared / "seed-1")
     monkeypatch.undo()
     assert vanished and not (shared / "seed-1").exists()
+
+
+def test_check_writable_survives_a_parallel_run_creating_the_shared_parent(tmp_path: Path, monkeypatch) -> None:
+    """The mirror case (seen in CI): the walk finds the parent missing, and a parallel run creates it just before
+    this run's mkdir, which then fails with FileExistsError; walking again finds it and goes on."""
+    shared = tmp_path / "fresh"
+    real_mkdir = Path.mkdir
+    appeared: list[Path] = []
+
+    def mkdir(self: Path, *args, **kwargs) -> None:
+        if not appeared:
+            appeared.append(shared)
+            real_mkdir(shared)
+        real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    check_writable(shared / "seed-1")
+    monkeypatch.undo()
+    assert appeared and shared.is_dir() and not (shared / "seed-1").exists()
