@@ -788,11 +788,12 @@ def _fresh_agent(args: argparse.Namespace, games: list[str]) -> str | None:
 def _list_runs(spec: GridSpec, logdir: Path) -> int:
     """compare --dry-run: every run of the grid and what a real invocation would do with it; nothing is written."""
     from ewc_rl.checkpoints import latest_path
-    from ewc_rl.grid import check_spec
+    from ewc_rl.grid import check_finished, check_spec
     from ewc_rl.tblog import is_complete
 
     check_spec(logdir, spec)
     cells = spec.cells()
+    check_finished(spec, logdir, cells)
     print(f"plan: {len(cells)} runs in {logdir} (--dry-run: nothing is trained or written)")
     for cell in cells:
         path = cell.run_dir(logdir)

@@ -235,9 +235,54 @@ def check_spec(logdir: Path, spec: GridSpec) -> None:
         raise UsageError(f"--logdir {logdir} already holds files that are not a comparison; use another directory")
 
 
+def cell_overrides(spec: GridSpec, cell: Cell) -> list[str]:
+    """The agent-file overrides a cell's ``train`` applies: --set, its grid values, the --eval-* shortcuts."""
+    overrides = [*spec.overrides, *(f"{k}={v}" for k, v in cell.variant)]
+    if spec.eval_every is not None:
+        overrides.append(f"eval.every={spec.eval_every}")
+    if spec.eval_episodes is not None:
+        overrides.append(f"eval.episodes={spec.eval_episodes}")
+    return overrides
+
+
+def check_finished(spec: GridSpec, logdir: Path, cells: list[Cell]) -> None:
+    """Refuse finished runs whose recorded settings differ from what their agent file and overrides give now.
+
+    Skipping them would report one agent file's results under another's settings (an agent file edited after its
+    runs finished). A setting the run did not record (added to the schema since) cannot be compared and is passed.
+    """
+    from ewc_rl.config import load_config
+
+    now_of: dict[tuple[str, tuple[tuple[str, str], ...]], dict[str, Any]] = {}
+    stale: list[str] = []
+    for cell in cells:
+        path = cell.run_dir(logdir)
+        if not is_complete(path):
+            continue
+        recorded = json.loads((path / "summary.json").read_text()).get("settings")
+        if not isinstance(recorded, dict):
+            continue
+        saved = {f"{s}.{k}": v for s, table in recorded.items() if isinstance(table, dict) for k, v in table.items()}
+        key = (cell.agent, cell.variant)
+        if key not in now_of:  # as JSON would give it back, like the run's summary.json
+            now_of[key] = json.loads(json.dumps(load_config(cell.agent, cell_overrides(spec, cell)).flat()))
+        now = now_of[key]
+        diff = [k for k in now if k in saved and saved[k] != now[k]]
+        if diff:
+            shown = "; ".join(f"{k}: ran {saved[k]!r}, now {now[k]!r}" for k in diff[:3])
+            stale.append(f"{path} ({shown}{', ...' if len(diff) > 3 else ''})")
+    if stale:
+        more = f" (and {len(stale) - 1} more run(s))" if len(stale) > 1 else ""
+        raise UsageError(
+            f"{stale[0]}{more} finished with other settings than its agent file and --set give now; "
+            "remove it, or use another --logdir"
+        )
+
+
 def pending(spec: GridSpec, logdir: Path) -> list[Cell]:
     """Write compare.json and return the cells still to run (finished ones are skipped)."""
     check_spec(logdir, spec)
+    check_finished(spec, logdir, spec.cells())
     logdir.mkdir(parents=True, exist_ok=True)
     saved = {
         **asdict(spec),

@@ -564,3 +564,43 @@ def test_per_game_budgets_reach_every_run_the_references_and_the_report(tmp_path
     assert "agent steps per game: MinAtar/Breakout 200, MinAtar/Asterix 400" in md
     assert (logdir / "comparison.png").stat().st_size > 0
     assert json.loads((logdir / "compare.json").read_text())["steps_per_game"] == summary["steps_per_game"]
+
+
+def test_finished_runs_of_settings_the_agent_file_no_longer_gives_are_refused(tmp_path, capsys):
+    from ewc_rl.config import load_config
+    from ewc_rl.grid import pending
+
+    logdir = tmp_path / "cmp"
+    cmd = ["compare", "--agents", "minatar-rehearsal", "--seeds", "0", "1", "--games", "MinAtar/Breakout"]
+    cmd += ["--steps-per-game", "10", "--eval-every", "50", "--set", "rehearsal.fraction=0.5", "--logdir", str(logdir)]
+    spec = GridSpec(
+        agents=["minatar-rehearsal"],
+        seeds=[0, 1],
+        games=["MinAtar/Breakout"],
+        steps_per_game=10,
+        overrides=["rehearsal.fraction=0.5"],
+        eval_every=50,
+    )
+    assert len(pending(spec, logdir)) == 2  # the comparison as compare starts it: compare.json, nothing run yet
+    settings = load_config("minatar-rehearsal", ["rehearsal.fraction=0.5", "eval.every=50"]).to_dict()
+    assert settings["rehearsal"]["memory"] != 5 and settings["eval"]["every"] == 50
+    edited = {**settings, "rehearsal": {**settings["rehearsal"], "memory": 5}}  # the file said 5 when seed 1 ran
+    run = logdir / "minatar-rehearsal"
+    write_summary(run / "seed-0", fake_summary(["MinAtar/Breakout"], [[1.0]], settings=settings))
+    write_summary(run / "seed-1", fake_summary(["MinAtar/Breakout"], [[1.0]], settings=edited))
+    files = {p: p.read_bytes() for p in logdir.rglob("*") if p.is_file()}
+    for dry in (["--dry-run"], []):
+        assert main([*cmd, *dry]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(
+            f"ewc-rl: error: {run / 'seed-1'} (rehearsal.memory: ran 5, now "
+        )
+        assert "other settings than its agent file" in err and "seed-0" not in err
+        assert {p: p.read_bytes() for p in logdir.rglob("*") if p.is_file()} == files  # nothing written
+    # A setting the run did not record (added to the schema after it finished) cannot differ: both are skipped.
+    del edited["rehearsal"]["memory"]
+    (run / "seed-1" / "summary.json").write_text(
+        json.dumps(fake_summary(["MinAtar/Breakout"], [[1.0]], settings=edited))
+    )
+    assert main([*cmd, "--dry-run"]) == 0
+    assert capsys.readouterr().out.count(": finished") == 2
