@@ -792,8 +792,8 @@ def _list_runs(spec: GridSpec, logdir: Path) -> int:
     from ewc_rl.tblog import is_complete
 
     check_spec(logdir, spec)
+    check_finished(spec, logdir)
     cells = spec.cells()
-    check_finished(spec, logdir, cells)
     print(f"plan: {len(cells)} runs in {logdir} (--dry-run: nothing is trained or written)")
     for cell in cells:
         path = cell.run_dir(logdir)

@@ -24,7 +24,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -245,44 +245,66 @@ def cell_overrides(spec: GridSpec, cell: Cell) -> list[str]:
     return overrides
 
 
-def check_finished(spec: GridSpec, logdir: Path, cells: list[Cell]) -> None:
+def check_finished(spec: GridSpec, logdir: Path) -> None:
     """Refuse finished runs whose recorded settings differ from what their agent file and overrides give now.
 
     Skipping them would report one agent file's results under another's settings (an agent file edited after its
-    runs finished). A setting the run did not record (added to the schema since) cannot be compared and is passed.
+    runs finished). Every run the report will read is checked: this invocation's, and the agents, seeds and
+    references that earlier invocations added to the directory. A setting the run did not record (added to the
+    schema since) is compared with its default, as ``train --resume`` does.
     """
-    from ewc_rl.config import load_config
+    from ewc_rl.config import from_dict, load_config
 
-    now_of: dict[tuple[str, tuple[tuple[str, str], ...]], dict[str, Any]] = {}
+    whole = replace(
+        spec,
+        agents=list(dict.fromkeys([*spec.agents, *_saved(logdir, "agents")])),
+        seeds=sorted({*spec.seeds, *_saved(logdir, "seeds")}),
+        fresh_references=spec.fresh_references or _saved_value(logdir, "fresh_references"),
+        fresh_games=spec.fresh_games or _saved(logdir, "fresh_games"),
+    )
+    try:
+        cells = whole.cells()
+    except UsageError:  # earlier invocations named one agent two ways: check what this one names
+        cells = spec.cells()
+    known: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[dict[str, Any], dict[str, Any]] | None] = {}
     stale: list[str] = []
     for cell in cells:
         path = cell.run_dir(logdir)
         if not is_complete(path):
             continue
         recorded = json.loads((path / "summary.json").read_text()).get("settings")
-        if not isinstance(recorded, dict):
-            continue
-        saved = {f"{s}.{k}": v for s, table in recorded.items() if isinstance(table, dict) for k, v in table.items()}
         key = (cell.agent, cell.variant)
-        if key not in now_of:  # as JSON would give it back, like the run's summary.json
-            now_of[key] = json.loads(json.dumps(load_config(cell.agent, cell_overrides(spec, cell)).flat()))
-        now = now_of[key]
-        diff = [k for k in now if k in saved and saved[k] != now[k]]
+        if key not in known:
+            try:
+                cfg = load_config(cell.agent, cell_overrides(spec, cell))
+            except UsageError:  # an agent file removed since: nothing to compare its runs with
+                known[key] = None
+            else:
+                tables = cfg.to_dict()
+                defaults = from_dict({**{s: {} for s in tables}, "agent": {"methods": tables["agent"]["methods"]}})
+                # as JSON gives them back, like the run's summary.json
+                known[key] = json.loads(json.dumps(cfg.flat())), json.loads(json.dumps(defaults.flat()))
+        expected = known[key]
+        if expected is None or not isinstance(recorded, dict):
+            continue
+        now, default = expected
+        saved = {f"{s}.{k}": v for s, table in recorded.items() if isinstance(table, dict) for k, v in table.items()}
+        diff = [k for k in now if saved.get(k, default.get(k)) != now[k]]
         if diff:
-            shown = "; ".join(f"{k}: ran {saved[k]!r}, now {now[k]!r}" for k in diff[:3])
+            shown = "; ".join(f"{k}: ran {saved.get(k, default.get(k))!r}, now {now[k]!r}" for k in diff[:3])
             stale.append(f"{path} ({shown}{', ...' if len(diff) > 3 else ''})")
     if stale:
         more = f" (and {len(stale) - 1} more run(s))" if len(stale) > 1 else ""
         raise UsageError(
-            f"{stale[0]}{more} finished with other settings than its agent file and --set give now; "
-            "remove it, or use another --logdir"
+            f"{stale[0]}{more} finished with other settings than the agent file, --set, --grid and --eval-* give "
+            "now; remove it, or use another --logdir"
         )
 
 
 def pending(spec: GridSpec, logdir: Path) -> list[Cell]:
     """Write compare.json and return the cells still to run (finished ones are skipped)."""
     check_spec(logdir, spec)
-    check_finished(spec, logdir, spec.cells())
+    check_finished(spec, logdir)
     logdir.mkdir(parents=True, exist_ok=True)
     saved = {
         **asdict(spec),

@@ -595,12 +595,21 @@ def test_finished_runs_of_settings_the_agent_file_no_longer_gives_are_refused(tm
         assert err.count("\n") == 1 and err.startswith(
             f"ewc-rl: error: {run / 'seed-1'} (rehearsal.memory: ran 5, now "
         )
-        assert "other settings than its agent file" in err and "seed-0" not in err
+        assert "other settings than the agent file" in err and "seed-0" not in err
         assert {p: p.read_bytes() for p in logdir.rglob("*") if p.is_file()} == files  # nothing written
-    # A setting the run did not record (added to the schema after it finished) cannot differ: both are skipped.
-    del edited["rehearsal"]["memory"]
-    (run / "seed-1" / "summary.json").write_text(
-        json.dumps(fake_summary(["MinAtar/Breakout"], [[1.0]], settings=edited))
-    )
-    assert main([*cmd, "--dry-run"]) == 0
-    assert capsys.readouterr().out.count(": finished") == 2
+    # A repeat that names only a new seed is refused too: the report would average the stale run with it.
+    only_new = [*cmd[:3], "--seeds", "2", *cmd[6:]]
+    assert only_new[2:6] == ["minatar-rehearsal", "--seeds", "2", "--games"]
+    assert main([*only_new, "--dry-run"]) == 2
+    assert f"{run / 'seed-1'} (rehearsal.memory: ran 5" in capsys.readouterr().err
+    # A setting the run did not record (added to the schema after it finished) is compared with its default, as
+    # train --resume does: the file's memory is not the default (refused), agent.on_nonfinite is (skipped).
+    assert settings["agent"]["on_nonfinite"] == "stop"
+    for missing, refused in ((("rehearsal", "memory"), True), (("agent", "on_nonfinite"), False)):
+        recorded = json.loads(json.dumps(settings))
+        del recorded[missing[0]][missing[1]]
+        summary = fake_summary(["MinAtar/Breakout"], [[1.0]], settings=recorded)
+        (run / "seed-1" / "summary.json").write_text(json.dumps(summary))
+        assert main([*cmd, "--dry-run"]) == (2 if refused else 0)
+        out, err = capsys.readouterr()
+        assert ("rehearsal.memory: ran 10000, now " in err) if refused else out.count(": finished") == 2
