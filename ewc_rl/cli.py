@@ -147,12 +147,9 @@ def _add_checkpoint_options(p: argparse.ArgumentParser) -> None:
 
 def _overrides(args: argparse.Namespace) -> list[str]:
     """--set values plus the --eval-* shortcuts, as agent-file overrides."""
-    overrides = list(args.overrides)
-    if args.eval_every is not None:
-        overrides.append(f"eval.every={args.eval_every}")
-    if args.eval_episodes is not None:
-        overrides.append(f"eval.episodes={args.eval_episodes}")
-    return overrides
+    from ewc_rl.config import eval_overrides
+
+    return [*args.overrides, *eval_overrides(args.eval_every, args.eval_episodes)]
 
 
 def _resolve_games(

@@ -236,6 +236,12 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     return section, key, value
 
 
+def eval_overrides(every: int | None, episodes: int | None) -> list[str]:
+    """The ``--eval-every`` / ``--eval-episodes`` shortcuts as the agent-file overrides they stand for."""
+    named = {"eval.every": every, "eval.episodes": episodes}
+    return [f"{key}={value}" for key, value in named.items() if value is not None]
+
+
 def load_config(agent: str, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Read an agent file, apply ``--set`` overrides and validate everything."""
     path = resolve_agent(agent)

@@ -32,6 +32,7 @@ from typing import Any
 from tqdm import tqdm
 
 from ewc_rl.checkpoints import latest_path
+from ewc_rl.config import eval_overrides
 from ewc_rl.errors import UsageError
 from ewc_rl.progress import read_progress
 from ewc_rl.schedule import Budget, budget_text, random_count, steps_of
@@ -238,11 +239,18 @@ def check_spec(logdir: Path, spec: GridSpec) -> None:
 def cell_overrides(spec: GridSpec, cell: Cell) -> list[str]:
     """The agent-file overrides a cell's ``train`` applies: --set, its grid values, the --eval-* shortcuts."""
     overrides = [*spec.overrides, *(f"{k}={v}" for k, v in cell.variant)]
-    if spec.eval_every is not None:
-        overrides.append(f"eval.every={spec.eval_every}")
-    if spec.eval_episodes is not None:
-        overrides.append(f"eval.episodes={spec.eval_episodes}")
-    return overrides
+    return [*overrides, *eval_overrides(spec.eval_every, spec.eval_episodes)]
+
+
+def combined(spec: GridSpec, logdir: Path) -> GridSpec:
+    """The comparison ``logdir`` holds once this invocation joins it: agents, seeds and references may grow."""
+    return replace(
+        spec,
+        agents=sorted({*spec.agents, *_saved(logdir, "agents")}),
+        seeds=sorted({*spec.seeds, *_saved(logdir, "seeds")}),
+        fresh_references=spec.fresh_references or _saved_value(logdir, "fresh_references"),
+        fresh_games=spec.fresh_games or _saved(logdir, "fresh_games"),
+    )
 
 
 def check_finished(spec: GridSpec, logdir: Path) -> None:
@@ -255,15 +263,8 @@ def check_finished(spec: GridSpec, logdir: Path) -> None:
     """
     from ewc_rl.config import from_dict, load_config
 
-    whole = replace(
-        spec,
-        agents=list(dict.fromkeys([*spec.agents, *_saved(logdir, "agents")])),
-        seeds=sorted({*spec.seeds, *_saved(logdir, "seeds")}),
-        fresh_references=spec.fresh_references or _saved_value(logdir, "fresh_references"),
-        fresh_games=spec.fresh_games or _saved(logdir, "fresh_games"),
-    )
     try:
-        cells = whole.cells()
+        cells = combined(spec, logdir).cells()
     except UsageError:  # earlier invocations named one agent two ways: check what this one names
         cells = spec.cells()
     known: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[dict[str, Any], dict[str, Any]] | None] = {}
@@ -305,15 +306,9 @@ def pending(spec: GridSpec, logdir: Path) -> list[Cell]:
     """Write compare.json and return the cells still to run (finished ones are skipped)."""
     check_spec(logdir, spec)
     check_finished(spec, logdir)
+    whole = combined(spec, logdir)
     logdir.mkdir(parents=True, exist_ok=True)
-    saved = {
-        **asdict(spec),
-        "agents": sorted(set(spec.agents) | set(_saved(logdir, "agents"))),
-        "seeds": sorted(set(spec.seeds) | set(_saved(logdir, "seeds"))),
-        "fresh_references": spec.fresh_references or _saved_value(logdir, "fresh_references"),
-        "fresh_games": spec.fresh_games or _saved(logdir, "fresh_games"),
-    }
-    write_json(logdir / "compare.json", saved)
+    write_json(logdir / "compare.json", asdict(whole))
     (logdir / "logs").mkdir(exist_ok=True)
     cells = spec.cells()
     todo = [c for c in cells if not is_complete(c.run_dir(logdir))]
