@@ -101,6 +101,7 @@ class ContinualDQN(DQN):
 
     def _setup_model(self) -> None:
         super()._setup_model()
+        networks.lay_out(self.policy, self.device)
         # SB3 switches every module's train/eval mode on each predict and each train() call; that is pure cost
         # (about 5% of MinAtar training) unless some layer behaves differently in the two modes.
         self.mode_matters = any(
@@ -108,6 +109,10 @@ class ContinualDQN(DQN):
         )
         for method in self.methods:
             method.setup(self)
+
+    def set_parameters(self, *args: Any, **kwargs: Any) -> None:
+        super().set_parameters(*args, **kwargs)
+        optimizers.match_layouts(self.policy.optimizer)  # a zip saved with other strides (SB3's load path)
 
     def _setup_learn(self, *args: Any, **kwargs: Any) -> Any:
         if not self._custom_logger and self.verbose < 1 and self.tensorboard_log is None:
@@ -442,6 +447,7 @@ class ContinualDQN(DQN):
         flags = {k: optimizer.defaults[k] for k in ("fused", "foreach") if k in optimizer.defaults}
         saved = tensors["optimizer"]
         optimizer.load_state_dict({**saved, "param_groups": [g | flags for g in saved["param_groups"]]})
+        optimizers.match_layouts(optimizer)
         if sorted(tensors["methods"]) != sorted(m.name for m in self.methods):
             raise ValueError(
                 f"the checkpoint holds the methods {sorted(tensors['methods'])}, this agent runs "

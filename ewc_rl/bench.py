@@ -38,6 +38,7 @@ from stable_baselines3.common.torch_layers import NatureCNN
 from tqdm import tqdm
 
 from ewc_rl import fisher as fisher_lib
+from ewc_rl import networks
 from ewc_rl.agent import make_agent
 from ewc_rl.config import Config, load_config
 from ewc_rl.envs import make_env
@@ -203,6 +204,8 @@ class _Limit(_Learner):
         self.net = th.nn.Sequential(NatureCNN(space), th.nn.Linear(512, 18))
         self.target = th.nn.Sequential(NatureCNN(space), th.nn.Linear(512, 18))
         self.target.load_state_dict(self.net.state_dict())
+        for net in (self.net, self.target):  # laid out as the agents' networks are
+            networks.lay_out(net, th.device("cpu"))
         self.opt = th.optim.Adam(
             self.net.parameters(), lr=cfg.dqn.learning_rate, eps=1e-5, **fast_optimizer_kwargs(th.optim.Adam, "cpu")
         )  # the fastest update torch has

@@ -126,3 +126,18 @@ def _steps(optimizer_class: type[th.optim.Optimizer], device: str, kwargs: dict[
     except (RuntimeError, TypeError, ValueError, NotImplementedError):
         return False
     return True
+
+
+def match_layouts(optimizer: th.optim.Optimizer) -> None:
+    """Lay out each parameter-shaped state tensor (Adam's moments, RMSprop's averages) as its parameter is.
+
+    torch's fused Adam on CPU reads its state in the parameter's memory order whatever the state's strides say
+    (torch 2.13: a channels-last weight with a contiguous ``exp_avg`` steps to wrong values, silently), and
+    ``load_state_dict`` keeps the strides a checkpoint was saved with, which another version or device may not share.
+    """
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            state = optimizer.state.get(p, {})
+            for key, value in state.items():
+                if isinstance(value, th.Tensor) and value.shape == p.shape and value.stride() != p.stride():
+                    state[key] = th.empty_like(p, dtype=value.dtype).copy_(value)

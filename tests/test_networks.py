@@ -191,3 +191,70 @@ class _MinAtarShaped(TinyImageEnv):
 
     def _obs(self) -> np.ndarray:
         return np.full((10, 10, 10), self.t % 2, dtype=np.uint8)
+
+
+class _Frames(gym.Env):
+    """84x84x4 uint8 observations, different at every step, 6 actions: an Atari-shaped input for the Nature CNN."""
+
+    def __init__(self) -> None:
+        self.observation_space, self.action_space = ATARI, gym.spaces.Discrete(6)  # per instance: seeded per agent
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self._obs(), {}
+
+    def _obs(self) -> np.ndarray:
+        return np.random.default_rng(self.t).integers(0, 256, ATARI.shape, dtype=np.uint8)
+
+    def step(self, action):
+        self.t += 1
+        return self._obs(), float(action == self.t % 6), self.t >= 12, False, {}
+
+
+def _atari_agent() -> ContinualDQN:
+    from ewc_rl.agent import make_agent
+    from ewc_rl.config import load_config
+
+    settings = ["dqn.buffer_size=100", "dqn.learning_starts=16", "dqn.batch_size=8", "dqn.train_freq=1"]
+    settings += ["dqn.exploration_initial_eps=1.0", "dqn.exploration_final_eps=1.0", "agent.replay='sb3'"]
+    return silent(make_agent(load_config("dqn", settings), DummyVecEnv([_Frames]), ["Breakout"], seed=0, device="cpu"))
+
+
+def test_atari_bodies_on_cpu_get_channels_last_weights_minatar_and_other_devices_do_not():
+    from ewc_rl.networks import lay_out
+
+    for body, space, device, laid_out in (
+        (AtariCNN, ATARI, "cpu", True),
+        (MinAtarCNN, MINATAR, "cpu", False),
+        (AtariCNN, ATARI, "cuda", False),  # not measured there: left as torch makes it (no CUDA needed to check)
+    ):
+        net = body(space)
+        weights = [p for p in net.parameters() if p.dim() == 4]
+        lay_out(net, th.device(device))
+        assert weights == [p for p in net.parameters() if p.dim() == 4]  # the same objects
+        assert all(w.is_contiguous(memory_format=th.channels_last) == laid_out for w in weights), body
+        assert all(w.is_contiguous() != laid_out for w in weights)
+
+
+def test_an_atari_agent_trains_channels_last_to_the_numbers_of_the_default_layout():
+    """make_agent lays the Nature CNN out channels-last, its optimiser still holds the policy's parameters, and
+    a few updates (same weights, same batches) give the numbers of the same agent in torch's default layout."""
+    agents = [_atari_agent(), _atari_agent()]
+    reference = agents[1].policy
+    reference.to(memory_format=th.contiguous_format)
+    convs = [p for p in agents[0].policy.parameters() if p.dim() == 4]
+    assert len(convs) == 6 and all(p.is_contiguous(memory_format=th.channels_last) for p in convs)  # online, target
+    assert all(not p.is_contiguous(memory_format=th.channels_last) for p in reference.parameters() if p.dim() == 4)
+    assert [id(p) for g in agents[0].policy.optimizer.param_groups for p in g["params"]] == [
+        id(p) for p in agents[0].q_net.parameters()
+    ]
+    start = {n: p.detach().clone() for n, p in agents[0].q_net.named_parameters()}
+    for agent in agents:
+        np.random.seed(0)  # SB3's buffer samples with numpy's global generator
+        agent.learn(24, log_interval=None)
+    moved = False
+    for (name, fast), ref in zip(agents[0].q_net.named_parameters(), agents[1].q_net.parameters(), strict=True):
+        th.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-5, msg=name)  # moves are ~8e-4
+        moved |= not th.equal(fast, start[name])
+    assert moved

@@ -154,3 +154,28 @@ def test_the_paper_agent_uses_deepminds_rmsprop():
         optimizers.policy_kwargs(load_config("dqn", ["agent.optimizer='rmsprop'"]).agent)["optimizer_class"]
         is th.optim.RMSprop
     )
+
+
+def test_optimiser_state_saved_in_another_layout_resumes_to_the_same_update():
+    """Adam's moments saved in torch's default layout (by a version before channels-last, or on another device) are
+    laid out as the channels-last parameters on restore: fused Adam on CPU would step with wrong values otherwise."""
+    import copy
+
+    import numpy as np
+
+    from tests.test_networks import _atari_agent
+
+    agent, resumed = _atari_agent(), _atari_agent()
+    np.random.seed(0)
+    agent.learn(24, log_interval=None)
+    meta, tensors, replays = copy.deepcopy(agent.checkpoint_state(with_replay=False))  # not the live tensors
+    saved = tensors["optimizer"]
+    saved["state"] = {i: {k: v.contiguous() for k, v in s.items()} for i, s in saved["state"].items()}  # new dicts
+    assert any(not v.is_contiguous(memory_format=th.channels_last) for s in saved["state"].values() for v in s.values())
+    resumed.restore_checkpoint(meta, tensors, replays, current_game=None)
+    for learner in (agent, resumed):
+        for p in learner.q_net.parameters():
+            p.grad = th.sin(p.detach() * 1e3)  # the same gradient for both, different per element
+        learner.policy.optimizer.step()
+    for (name, p), q in zip(agent.q_net.named_parameters(), resumed.q_net.parameters(), strict=True):
+        assert th.equal(p, q), name
