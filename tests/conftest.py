@@ -7,12 +7,16 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
 from torch import nn
+
+if TYPE_CHECKING:
+    from ewc_rl.agent import ContinualDQN
 
 
 class TinyImageEnv(gym.Env):
@@ -145,3 +149,37 @@ def train_game(agent, game: str, steps: int = 60, end: bool = True) -> None:
         for method in agent.methods:
             method.on_segment_end(agent, SegmentEnd(game, list(OFFSETS).index(game), last=False, seed=0))
         agent.end_segment(game, keep_replay=False)
+
+
+ATARI = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
+
+
+class Frames(gym.Env):
+    """84x84x4 uint8 observations, different at every step, 6 actions: an Atari-shaped input for the Nature CNN."""
+
+    def __init__(self) -> None:
+        self.observation_space, self.action_space = ATARI, gym.spaces.Discrete(6)  # per instance: seeded per agent
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self._obs(), {}
+
+    def _obs(self) -> np.ndarray:
+        return np.random.default_rng(self.t).integers(0, 256, ATARI.shape, dtype=np.uint8)
+
+    def step(self, action):
+        self.t += 1
+        return self._obs(), float(action == self.t % 6), self.t >= 12, False, {}
+
+
+def atari_agent() -> ContinualDQN:
+    """A small-replay DQN agent with the Nature CNN on `Frames`, acting at random (batches depend on the seed only)."""
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from ewc_rl.agent import make_agent
+    from ewc_rl.config import load_config
+
+    settings = ["dqn.buffer_size=100", "dqn.learning_starts=16", "dqn.batch_size=8", "dqn.train_freq=1"]
+    settings += ["dqn.exploration_initial_eps=1.0", "dqn.exploration_final_eps=1.0", "agent.replay='sb3'"]
+    return silent(make_agent(load_config("dqn", settings), DummyVecEnv([Frames]), ["Breakout"], seed=0, device="cpu"))

@@ -12,9 +12,8 @@ from ewc_rl.agent import ContinualDQN
 from ewc_rl.errors import UsageError
 from ewc_rl.networks import AtariCNN, CReLU, GameHeads, GameLayer, MinAtarCNN, is_per_game, policy, resolve, set_game
 from ewc_rl.penalty import Penalty
-from tests.conftest import TinyImageEnv, silent
+from tests.conftest import ATARI, TinyImageEnv, atari_agent, silent
 
-ATARI = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
 MINATAR = gym.spaces.Box(0, 1, (10, 10, 10), np.uint8)
 
 
@@ -193,34 +192,6 @@ class _MinAtarShaped(TinyImageEnv):
         return np.full((10, 10, 10), self.t % 2, dtype=np.uint8)
 
 
-class _Frames(gym.Env):
-    """84x84x4 uint8 observations, different at every step, 6 actions: an Atari-shaped input for the Nature CNN."""
-
-    def __init__(self) -> None:
-        self.observation_space, self.action_space = ATARI, gym.spaces.Discrete(6)  # per instance: seeded per agent
-
-    def reset(self, *, seed: int | None = None, options: dict | None = None):
-        super().reset(seed=seed)
-        self.t = 0
-        return self._obs(), {}
-
-    def _obs(self) -> np.ndarray:
-        return np.random.default_rng(self.t).integers(0, 256, ATARI.shape, dtype=np.uint8)
-
-    def step(self, action):
-        self.t += 1
-        return self._obs(), float(action == self.t % 6), self.t >= 12, False, {}
-
-
-def _atari_agent() -> ContinualDQN:
-    from ewc_rl.agent import make_agent
-    from ewc_rl.config import load_config
-
-    settings = ["dqn.buffer_size=100", "dqn.learning_starts=16", "dqn.batch_size=8", "dqn.train_freq=1"]
-    settings += ["dqn.exploration_initial_eps=1.0", "dqn.exploration_final_eps=1.0", "agent.replay='sb3'"]
-    return silent(make_agent(load_config("dqn", settings), DummyVecEnv([_Frames]), ["Breakout"], seed=0, device="cpu"))
-
-
 def test_atari_bodies_on_cpu_get_channels_last_weights_minatar_and_other_devices_do_not():
     from ewc_rl.networks import lay_out
 
@@ -240,7 +211,7 @@ def test_atari_bodies_on_cpu_get_channels_last_weights_minatar_and_other_devices
 def test_an_atari_agent_trains_channels_last_to_the_numbers_of_the_default_layout():
     """make_agent lays the Nature CNN out channels-last, its optimiser still holds the policy's parameters, and
     a few updates (same weights, same batches) give the numbers of the same agent in torch's default layout."""
-    agents = [_atari_agent(), _atari_agent()]
+    agents = [atari_agent(), atari_agent()]
     reference = agents[1].policy
     reference.to(memory_format=th.contiguous_format)
     convs = [p for p in agents[0].policy.parameters() if p.dim() == 4]

@@ -12,7 +12,7 @@ from ewc_rl.agent import make_agent
 from ewc_rl.config import load_config
 from ewc_rl.envs import make_env
 from ewc_rl.optimizers import RMSpropDQN, fast_optimizer_kwargs
-from tests.conftest import tiny_qnet
+from tests.conftest import atari_agent, tiny_qnet
 
 
 class _NoFlags(th.optim.SGD):
@@ -163,9 +163,7 @@ def test_optimiser_state_saved_in_another_layout_resumes_to_the_same_update():
 
     import numpy as np
 
-    from tests.test_networks import _atari_agent
-
-    agent, resumed = _atari_agent(), _atari_agent()
+    agent, resumed = atari_agent(), atari_agent()
     np.random.seed(0)
     agent.learn(24, log_interval=None)
     meta, tensors, replays = copy.deepcopy(agent.checkpoint_state(with_replay=False))  # not the live tensors
