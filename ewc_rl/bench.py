@@ -26,6 +26,7 @@ import os
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -449,9 +450,19 @@ def run_repeated(
     mode: str = "quick",
     overrides: list[str] | None = None,
     progress: bool = True,
+    on_repeat: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """:func:`run` ``repeat`` times, combined by :func:`combine` (the machine's speed drifts between repeats)."""
-    return combine([run(agent, game, mode, overrides, progress) for _ in range(repeat)])
+    """:func:`run` ``repeat`` times, combined by :func:`combine` (the machine's speed drifts between repeats).
+
+    ``on_repeat`` gets the combination of the repeats so far after each one: a quick bench repeat takes minutes,
+    so an interrupted ``--repeat`` keeps what it measured.
+    """
+    results: list[dict[str, Any]] = []
+    for _ in range(repeat):
+        results.append(run(agent, game, mode, overrides, progress))
+        if on_repeat is not None:
+            on_repeat(combine(results))
+    return combine(results)
 
 
 def combine(results: list[dict[str, Any]]) -> dict[str, Any]:

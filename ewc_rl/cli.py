@@ -12,7 +12,7 @@ import signal
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ewc_rl.errors import RunError, UsageError
 
@@ -443,7 +443,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="repeat the whole measurement N times and report each key's median, min and max "
         "(the machine's speed drifts by tens of percent; default: 1)",
     )
-    bench.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the figures as JSON")
+    bench.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="also write the figures as JSON (after every repeat, so an interruption keeps the finished ones)",
+    )
     bench.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     insp = sub.add_parser(
@@ -851,7 +857,16 @@ def _bench(args: argparse.Namespace) -> int:
     load_config(args.agent, args.overrides)  # a bad agent or setting fails here, in one line
     if args.json is not None and not args.json.parent.is_dir():
         raise UsageError(f"--json: no such directory: {args.json.parent}")
-    result = bench.run_repeated(args.repeat, args.agent, game, args.size, args.overrides, progress=not args.no_progress)
+
+    def partial(result: dict[str, Any]) -> None:
+        done = result["setup"].get("repeats", 1)
+        if args.json is not None and done < args.repeat:
+            write_json(args.json, result)  # the repeats so far: an interruption loses only the current one
+            print(f"figures of {done} of {args.repeat} repeats: {args.json}", file=sys.stderr)
+
+    result = bench.run_repeated(
+        args.repeat, args.agent, game, args.size, args.overrides, progress=not args.no_progress, on_repeat=partial
+    )
     print(bench.to_markdown(result))
     if args.json is not None:
         write_json(args.json, result)
