@@ -105,6 +105,19 @@ def test_minatar_games_share_one_padded_interface():
         env.close()
 
 
+@pytest.mark.parametrize(("game", "bound"), [("MinAtar/Asterix", 2**32), ("Breakout", 2**31 - 2)])
+def test_seeds_beyond_what_the_emulators_take_are_folded_into_their_range(game, bound):
+    """A run resumed late seeds its environment with a number that grows with the step (past ALE's int32 at about
+    271,000 steps, past MinAtar's uint32 at 542,000); the emulators refused it and the resume crashed."""
+    plays = []
+    for seed in (7, bound + 7):
+        env = make_env(game, EnvConfig(), training=True, seed=seed, n_envs=2)
+        plays.append(_random_play(env, 100))
+        env.close()
+    for (o1, r1, d1, _), (o2, r2, d2, _) in zip(*plays, strict=True):
+        assert np.array_equal(o1, o2) and np.array_equal(r1, r2) and np.array_equal(d1, d2)
+
+
 def test_minatar_training_rewards_clipped_evaluation_raw():
     env = make_env("MinAtar/SpaceInvaders", EnvConfig(), training=False, seed=0, max_episode_steps=2000)
     steps = _random_play(env, 600)
