@@ -19,6 +19,13 @@ def test_every_shipped_agent_file_loads():
         load_config(name)
 
 
+def test_the_recommended_agents_are_the_studys_choice():
+    """docs/results/continual.md fixed the recommended agent; its files must not drift from what was measured."""
+    assert load_config("minatar-recommended").to_dict() == load_config("minatar-functional-crelu-ln").to_dict()
+    remedy = ["agent.activation='crelu'", "agent.layer_norm=true"]
+    assert load_config("recommended").to_dict() == load_config("functional", remedy).to_dict()
+
+
 def test_shipped_files_spell_out_every_default_they_mention():
     """The commented defaults in dqn.toml are the schema's defaults (the file documents the schema).
 
