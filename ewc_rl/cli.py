@@ -53,6 +53,14 @@ def _nonnegative_int(text: str) -> int:
     return value
 
 
+def _seed(text: str) -> int:
+    """A seed numpy can take (stable-baselines3 seeds numpy's global generator with it)."""
+    value = _nonnegative_int(text)
+    if value >= 2**32:
+        raise argparse.ArgumentTypeError(f"seeds go up to 2**32 - 1 = {2**32 - 1}, got {value}")
+    return value
+
+
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     """Options shared by ``train`` and ``compare``."""
     p.add_argument(
@@ -237,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"an agent of agents/ ({_agents_by_suite()}) or a TOML file (default: ewc)",
     )
     _add_run_options(train)
-    train.add_argument("--seed", type=_nonnegative_int, default=0)
+    train.add_argument("--seed", type=_seed, default=0)
     train.add_argument(
         "--schedule-seed",
         type=_nonnegative_int,
@@ -296,9 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument(
         "--agents", nargs="+", default=["dqn", "ewc"], metavar="AGENT", help="agents to compare (default: dqn ewc)"
     )
-    compare.add_argument(
-        "--seeds", nargs="+", type=_nonnegative_int, default=[0], metavar="S", help="seeds (default: 0)"
-    )
+    compare.add_argument("--seeds", nargs="+", type=_seed, default=[0], metavar="S", help="seeds (default: 0)")
     compare.add_argument(
         "--schedule-seed",
         type=_nonnegative_int,
@@ -396,7 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: dqn for ALE games, minatar-dqn for MinAtar games)",
     )
     rand.add_argument("--episodes", type=_positive_int, default=100, metavar="K", help="episodes per seed")
-    rand.add_argument("--seeds", nargs="+", type=_nonnegative_int, default=[0], metavar="S")
+    rand.add_argument("--seeds", nargs="+", type=_seed, default=[0], metavar="S")
     rand.add_argument(
         "--max-episode-steps",
         type=_positive_int,
@@ -504,7 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="penalty strength, for all methods or METHOD (repeatable; default: 0.02 for each)",
     )
     toy.add_argument(
-        "--seeds", nargs="+", type=_nonnegative_int, default=[0, 1, 2, 3, 4], metavar="S", help="(default: 0 1 2 3 4)"
+        "--seeds", nargs="+", type=_seed, default=[0, 1, 2, 3, 4], metavar="S", help="(default: 0 1 2 3 4)"
     )
     toy.add_argument(
         "--steps-per-task",
@@ -551,7 +557,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="E",
         help="exploration rate (default: the run's eval.epsilon; 0 = greedy)",
     )
-    ev.add_argument("--seed", type=_nonnegative_int, default=0)
+    ev.add_argument("--seed", type=_seed, default=0)
     ev.add_argument("--video", action="store_true", help="record one episode per game")
     ev.add_argument("--video-dir", type=Path, default=None, metavar="DIR", help="where (default: RUN/videos)")
     ev.add_argument(
@@ -860,8 +866,12 @@ def _bench(args: argparse.Namespace) -> int:
 
     def partial(result: dict[str, Any]) -> None:
         done = result["setup"].get("repeats", 1)
-        if args.json is not None and done < args.repeat:
-            write_json(args.json, result)  # the repeats so far: an interruption loses only the current one
+        if (
+            args.json is not None and done < args.repeat
+        ):  # the repeats so far: an interruption loses only the current one
+            write_json(
+                args.json, {**result, "setup": {**result["setup"], "repeats": done, "repeats_asked": args.repeat}}
+            )
             print(f"figures of {done} of {args.repeat} repeats: {args.json}", file=sys.stderr)
 
     result = bench.run_repeated(

@@ -164,7 +164,7 @@ class AtariVecEnv(VecEnv):
     def reset(self) -> np.ndarray:
         seed = self._seeds[0]
         if seed is not None:  # ALE takes int32 seeds, consecutive from this one; see MinAtarPlanes.reset
-            seed %= 2**31 - self.num_envs
+            seed = int(seed) % (2**31 - self.num_envs)
         obs, info = self._env.reset(seed=seed)
         self._reset_seeds()
         self._returns[:] = 0
@@ -230,8 +230,8 @@ class MinAtarPlanes(gym.ObservationWrapper):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
         # MinAtar seeds numpy's legacy RandomState, which takes 0 to 2**32 - 1 only; a run resumed late (its
-        # environment seed grows with the step) or a large --seed gives more. Smaller seeds are left as they are.
-        return super().reset(seed=None if seed is None else seed % 2**32, options=options)
+        # environment seed grows with the step) or a large --seed's evaluation seeds give more. Smaller seeds stay.
+        return super().reset(seed=None if seed is None else int(seed) % 2**32, options=options)
 
     def observation(self, observation: np.ndarray) -> np.ndarray:
         planes = np.zeros((MINATAR_CHANNELS, 10, 10), dtype=np.uint8)
