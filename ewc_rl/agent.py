@@ -401,7 +401,11 @@ class ContinualDQN(DQN):
     def checkpoint_state(
         self, with_replay: bool
     ) -> tuple[dict[str, Any], dict[str, Any], dict[str, dict[str, np.ndarray]]]:
-        """(JSON values, tensors, replay arrays) describing the learner completely."""
+        """(JSON values, tensors, replay arrays) describing the learner completely.
+
+        The tensors are the live ones, as torch's ``state_dict`` gives them: write or copy them before training on
+        (restoring an agent in the same process from them would share, e.g., Adam's step counters).
+        """
         meta: dict[str, Any] = {k: int(getattr(self, k)) for k in self._COUNTERS}
         meta["game_steps"] = dict(self.game_steps)
         meta["task"] = self.game
