@@ -865,10 +865,9 @@ def _bench(args: argparse.Namespace) -> int:
         raise UsageError(f"--json: no such directory: {args.json.parent}")
 
     def partial(result: dict[str, Any]) -> None:
+        """Write the repeats so far, so that an interruption loses only the current one."""
         done = result["setup"].get("repeats", 1)
-        if (
-            args.json is not None and done < args.repeat
-        ):  # the repeats so far: an interruption loses only the current one
+        if args.json is not None and done < args.repeat:
             write_json(
                 args.json, {**result, "setup": {**result["setup"], "repeats": done, "repeats_asked": args.repeat}}
             )
