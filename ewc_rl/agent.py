@@ -427,6 +427,11 @@ class ContinualDQN(DQN):
                 replays[f"kept/{game}"] = buffer_state(buffer)
         return meta, tensors, replays
 
+    def replay_transitions(self) -> int:
+        """Transitions in the replay memories (the current one and those kept for revisits)."""
+        buffers = [b for b in (self.replay_buffer, *self.kept_replays.values()) if b is not None]
+        return sum(b.size() * b.n_envs for b in buffers)
+
     def restore_checkpoint(
         self,
         meta: dict[str, Any],

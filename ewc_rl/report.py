@@ -161,6 +161,7 @@ def aggregate(runs: dict[str, dict[int, dict[str, Any]]], references: References
             "seeds": seeds,
             "units": metrics[0]["units"],
             "excluded_from_means": metrics[0]["excluded_from_means"],
+            "resumed_without_replay": [s for s in seeds if _replay_lost(runs[agent][s])],
         }
         scalars = SCALARS + (("mean_plasticity",) if references else ())
         for key in scalars:
@@ -179,6 +180,28 @@ def aggregate(runs: dict[str, dict[int, dict[str, Any]]], references: References
     if references:  # each game's fresh runs, whatever the pairing: what the footnote of the plasticity table shows
         out["fresh_references"] = {g: _fresh_stats(references.get(g, {})) for g in columns}
     return out
+
+
+def _replay_lost(summary: dict[str, Any]) -> bool:
+    """Whether a resume of this run went on without replay transitions its checkpoint did not hold."""
+    return any(r.get("replay_lost") for r in summary.get("resumes", []))
+
+
+def _resume_notes(agents: dict[str, Any]) -> list[str]:
+    """The runs whose learning an interruption changed: resumed with an empty replay memory."""
+    runs = [
+        f"{name} ({_seed_list(a['resumed_without_replay'])})"
+        for name, a in agents.items()
+        if a.get("resumed_without_replay")
+    ]
+    if not runs:
+        return []
+    return [
+        "",
+        "Resumed without their replay memory (interrupted mid-game with checkpoints that do not hold it, so learning "
+        "went on from an empty memory; `resumes` in summary.json; `--checkpoint-replay` avoids it): "
+        f"{'; '.join(runs)}.",
+    ]
 
 
 def _fresh_stats(by_seed: dict[int | None, dict[str, Any]]) -> dict[str, Any]:
@@ -270,6 +293,7 @@ def to_markdown(comparison: dict[str, Any]) -> str:
         f"(1 = all kept), games below {RETENTION_MIN_SCORE:g} then or without a normalised score left out. "
         "Definitions: docs/metrics.md.",
         *_exclusions(agents),
+        *_resume_notes(agents),
         "",
         "| agent | average performance | mean forgetting | clipped normalised sum | final game | retention |"
         + plastic[0],

@@ -76,6 +76,8 @@ class RunState:
     plasticity: list[dict[str, Any]] = field(default_factory=list)
     last_return: float | None = None
     recognition: dict[str, Any] = field(default_factory=recognition.new_record)  # inferred tasks vs true games
+    # one entry per resume: {"step", "replay_lost"}, the replay transitions the checkpoint did not hold (None: unknown)
+    resumes: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Interrupted(Exception):
@@ -346,6 +348,7 @@ class Trainer:
             "probe_time_s": round(self.state.probe_seconds, 2),
             "plasticity": self.state.plasticity,
             "eval_all_games": self.spec.eval_all_games,
+            "resumes": self.state.resumes,
             "normalized_matrix": normalized_matrix(self.state.score_matrix, self.columns),
         }
         if self.cfg.agent.task_inference == "inferred":
@@ -372,6 +375,7 @@ class Trainer:
             "trainer": {**asdict(self.state), "wall_seconds": self.wall()},
             "kept_replays": sorted(agent.kept_replays),
             "with_replay": self.spec.checkpoint_replay,
+            "replay_transitions": agent.replay_transitions(),
         }
         path = checkpoints.save(self.spec.logdir, meta, {**tensors, "rng": rng_tensors}, replays)
         self.last_checkpoint = (agent.num_timesteps, path)
@@ -391,6 +395,14 @@ class Trainer:
                 f"{str(exc).splitlines()[0][:160] if str(exc) else ''}"
             ) from None
         self.last_checkpoint = (int(meta["step"]), ckpt.path)
+        lost = 0 if meta.get("with_replay") else meta.get("replay_transitions")
+        self.state.resumes.append({"step": int(meta["step"]), "replay_lost": lost})
+        if lost:
+            tqdm.write(
+                f"ewc-rl: resuming at step {meta['step']} without the {lost:,} replay transitions the checkpoint "
+                "does not hold (--checkpoint-replay writes them): learning goes on from an empty memory",
+                file=sys.stderr,
+            )
         return segment, done
 
     def _where_to_resume(self) -> str:

@@ -277,6 +277,20 @@ def test_report_says_which_games_the_means_leave_out():
     assert "means over the normalised games only: Tetris (no reference score" in to_markdown(comparison)
 
 
+def test_report_names_the_runs_resumed_without_their_replay():
+    run = fake_summary(["Pong", "Breakout"], [[-3.05, None], [-20.7, 5.0]])
+    kept, lost = (
+        {**run, "resumes": [{"step": 10, "replay_lost": 0}]},
+        {**run, "resumes": [{"step": 9, "replay_lost": 7}]},
+    )
+    comparison = aggregate({"dqn": {0: run, 1: lost, 2: kept}, "ewc": {0: kept}})
+    assert comparison["agents"]["dqn"]["resumed_without_replay"] == [1]
+    assert comparison["agents"]["ewc"]["resumed_without_replay"] == []
+    md = to_markdown(comparison)
+    assert "Resumed without their replay memory" in md and md.count("dqn (seed 1)") == 1 and "ewc (" not in md
+    assert "Resumed without" not in to_markdown(aggregate({"ewc": {0: kept, 1: run}}))
+
+
 def test_report_gives_retention_over_seeds_per_agent_and_per_game():
     def run(pong_kept: float) -> dict:  # Pong normalised 0.5 after its segment, then pong_kept of it at the end
         return fake_summary(

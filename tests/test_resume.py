@@ -170,6 +170,22 @@ def test_sigterm_writes_a_checkpoint_and_says_how_to_resume(tmp_path):
     assert json.loads((logdir / "summary.json").read_text())["complete"]
 
 
+@pytest.mark.parametrize("with_replay", [False, True])
+def test_a_resume_records_the_replay_it_went_on_without(tmp_path, with_replay):
+    """Mid-game, the checkpoint's replay memory holds the segment's steps so far (one environment, one memory per
+    game): without --checkpoint-replay they are lost, said on stderr and in summary.json's ``resumes``."""
+    logdir = tmp_path / "run"
+    extra = ["--checkpoint-replay"] if with_replay else []
+    assert _run(logdir, *extra, kill=("update", STEPS + 400)).returncode == -signal.SIGKILL
+    meta = json.loads((checkpoints.latest_path(logdir) / "meta.json").read_text())
+    assert meta["segment"] == 1 and meta["done_in_segment"] == meta["step"] - STEPS > 0
+    resumed = _run(logdir, *extra, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    lost = 0 if with_replay else meta["done_in_segment"]
+    assert json.loads((logdir / "summary.json").read_text())["resumes"] == [{"step": meta["step"], "replay_lost": lost}]
+    assert ("without the" in resumed.stderr) == (not with_replay), resumed.stderr
+
+
 @pytest.fixture(scope="module")
 def interrupted(tmp_path_factory):
     """A run killed during its second game, with checkpoints on disk."""
