@@ -427,10 +427,10 @@ class ContinualDQN(DQN):
                 replays[f"kept/{game}"] = buffer_state(buffer)
         return meta, tensors, replays
 
-    def replay_transitions(self) -> int:
-        """Transitions in the replay memories (the current one and those kept for revisits)."""
-        buffers = [b for b in (self.replay_buffer, *self.kept_replays.values()) if b is not None]
-        return sum(b.size() * b.n_envs for b in buffers)
+    def replay_sizes(self) -> dict[str, int]:
+        """Transitions in each replay memory, by the key a checkpoint stores it under (``current``, ``kept/<game>``)."""
+        memories = {"current": self.replay_buffer} | {f"kept/{g}": b for g, b in self.kept_replays.items()}
+        return {key: b.size() * b.n_envs for key, b in memories.items() if b is not None}
 
     def restore_checkpoint(
         self,
@@ -468,7 +468,9 @@ class ContinualDQN(DQN):
         for key, arrays in replays.items():
             buffer = self._new_replay_buffer()
             load_buffer_state(buffer, arrays)
-            if key == "current" and current_game is not None:
+            if key == "current" and not self.per_game_replay:
+                self.replay_buffer = buffer  # the one shared memory, whatever the game
+            elif key == "current" and current_game is not None:
                 self.kept_replays[current_game] = buffer
             elif key.startswith("kept/"):
                 self.kept_replays[key.removeprefix("kept/")] = buffer

@@ -183,8 +183,8 @@ def aggregate(runs: dict[str, dict[int, dict[str, Any]]], references: References
 
 
 def _replay_lost(summary: dict[str, Any]) -> bool:
-    """Whether a resume of this run went on without replay transitions its checkpoint did not hold."""
-    return any(r.get("replay_lost") for r in summary.get("resumes", []))
+    """Whether a resume of this run went on without replay transitions its checkpoint did not hold (or uncounted)."""
+    return any(r.get("replay_lost") != 0 for r in summary.get("resumes", []))
 
 
 def _resume_notes(agents: dict[str, Any]) -> list[str]:
@@ -198,8 +198,8 @@ def _resume_notes(agents: dict[str, Any]) -> list[str]:
         return []
     return [
         "",
-        "Resumed without their replay memory (interrupted mid-game with checkpoints that do not hold it, so learning "
-        "went on from an empty memory; `resumes` in summary.json; `--checkpoint-replay` avoids it): "
+        "Resumed without replay memory that the rest of the run would have used (the checkpoint did not hold it, so "
+        "learning went on without it; `resumes` in summary.json; `--checkpoint-replay` avoids it): "
         f"{'; '.join(runs)}.",
     ]
 

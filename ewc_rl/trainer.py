@@ -76,7 +76,7 @@ class RunState:
     plasticity: list[dict[str, Any]] = field(default_factory=list)
     last_return: float | None = None
     recognition: dict[str, Any] = field(default_factory=recognition.new_record)  # inferred tasks vs true games
-    # one entry per resume: {"step", "replay_lost"}, the replay transitions the checkpoint did not hold (None: unknown)
+    # one entry per resume: {"step", "replay_lost"}, the replay transitions the rest of the run lost (None: not counted)
     resumes: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -375,7 +375,7 @@ class Trainer:
             "trainer": {**asdict(self.state), "wall_seconds": self.wall()},
             "kept_replays": sorted(agent.kept_replays),
             "with_replay": self.spec.checkpoint_replay,
-            "replay_transitions": agent.replay_transitions(),
+            "replay_sizes": agent.replay_sizes(),
         }
         path = checkpoints.save(self.spec.logdir, meta, {**tensors, "rng": rng_tensors}, replays)
         self.last_checkpoint = (agent.num_timesteps, path)
@@ -395,15 +395,28 @@ class Trainer:
                 f"{str(exc).splitlines()[0][:160] if str(exc) else ''}"
             ) from None
         self.last_checkpoint = (int(meta["step"]), ckpt.path)
-        lost = 0 if meta.get("with_replay") else meta.get("replay_transitions")
+        lost = self._replay_lost(meta, segment, done)
         self.state.resumes.append({"step": int(meta["step"]), "replay_lost": lost})
-        if lost:
+        if lost != 0:
+            what = "its replay memory" if lost is None else f"the {lost:,} replay transitions"
             tqdm.write(
-                f"ewc-rl: resuming at step {meta['step']} without the {lost:,} replay transitions the checkpoint "
-                "does not hold (--checkpoint-replay writes them): learning goes on from an empty memory",
+                f"ewc-rl: resuming at step {meta['step']} without {what} the rest of the run would use: the "
+                "checkpoint does not hold them (--checkpoint-replay writes them), so learning goes on without them",
                 file=sys.stderr,
             )
         return segment, done
+
+    def _replay_lost(self, meta: dict[str, Any], segment: int, done: int) -> int | None:
+        """Transitions that the rest of the run would have used and the checkpoint does not hold (None: not counted,
+        a checkpoint of an older version). A memory kept for a game that is not trained again is not lost."""
+        if meta.get("with_replay") or segment >= len(self.schedule):
+            return 0
+        sizes = meta.get("replay_sizes")
+        if sizes is None:
+            return None if done else 0
+        ahead = {s.game for s in self.schedule[segment:]}
+        inferred = self.cfg.agent.task_inference == "inferred"  # kept memories are the contexts', any may recur
+        return sum(n for key, n in sizes.items() if key == "current" or inferred or key.removeprefix("kept/") in ahead)
 
     def _where_to_resume(self) -> str:
         if self.last_checkpoint is None:

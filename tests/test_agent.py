@@ -84,6 +84,20 @@ def test_shared_replay_when_asked():
     assert agent.replay_buffer is buf
 
 
+@pytest.mark.parametrize("current_game", [None, "A"])  # at a game boundary, in mid-game
+def test_a_restored_shared_replay_memory_is_the_one_that_trains(current_game):
+    agent = _agent(per_game_replay=False)
+    agent.begin_segment(agent.env, "A", 40)
+    agent.learn(40, reset_num_timesteps=False, log_interval=None)
+    meta, tensors, replays = agent.checkpoint_state(with_replay=True)
+    assert agent.replay_sizes() == {"current": 40}
+    resumed = _agent(per_game_replay=False)
+    resumed.restore_checkpoint(meta, tensors, replays, current_game=current_game)
+    resumed.begin_segment(resumed.env, "B", 40)
+    assert resumed.replay_buffer.size() == 40 and not resumed.kept_replays
+    np.testing.assert_array_equal(resumed.replay_buffer.observations[:40], agent.replay_buffer.observations[:40])
+
+
 def test_double_dqn_target_uses_online_argmax():
     agent = _agent(double_dqn=True, gamma=0.5)
     agent.begin_segment(agent.env, "A", 50)

@@ -283,11 +283,12 @@ def test_report_names_the_runs_resumed_without_their_replay():
         {**run, "resumes": [{"step": 10, "replay_lost": 0}]},
         {**run, "resumes": [{"step": 9, "replay_lost": 7}]},
     )
-    comparison = aggregate({"dqn": {0: run, 1: lost, 2: kept}, "ewc": {0: kept}})
-    assert comparison["agents"]["dqn"]["resumed_without_replay"] == [1]
+    uncounted = {**run, "resumes": [{"step": 10, "replay_lost": 0}, {"step": 20, "replay_lost": None}]}
+    comparison = aggregate({"dqn": {0: run, 1: lost, 2: kept, 3: uncounted}, "ewc": {0: kept}})
+    assert comparison["agents"]["dqn"]["resumed_without_replay"] == [1, 3]
     assert comparison["agents"]["ewc"]["resumed_without_replay"] == []
     md = to_markdown(comparison)
-    assert "Resumed without their replay memory" in md and md.count("dqn (seed 1)") == 1 and "ewc (" not in md
+    assert "Resumed without replay memory" in md and md.count("dqn (seeds 1, 3)") == 1 and "ewc (" not in md
     assert "Resumed without" not in to_markdown(aggregate({"ewc": {0: kept, 1: run}}))
 
 

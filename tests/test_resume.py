@@ -186,6 +186,26 @@ def test_a_resume_records_the_replay_it_went_on_without(tmp_path, with_replay):
     assert ("without the" in resumed.stderr) == (not with_replay), resumed.stderr
 
 
+def test_only_memories_the_rest_of_the_run_would_use_count_as_lost():
+    from types import SimpleNamespace
+
+    from ewc_rl.schedule import Segment
+    from ewc_rl.trainer import Trainer
+
+    def lost(meta, segment, done, inference="given"):
+        schedule = [Segment(i, g, 100, 0) for i, g in enumerate("ABA")]
+        cfg = SimpleNamespace(agent=SimpleNamespace(task_inference=inference))
+        return Trainer._replay_lost(SimpleNamespace(schedule=schedule, cfg=cfg), meta, segment, done)  # type: ignore[arg-type]
+
+    kept = {"replay_sizes": {"kept/A": 50, "kept/B": 70}}
+    assert lost({"replay_sizes": {"current": 30}}, 1, 30) == 30
+    assert lost(kept, 1, 0) == 120 and lost(kept, 2, 0) == 50  # B is not trained again
+    assert lost(kept, 2, 0, inference="inferred") == 120  # any context may recur
+    assert lost(kept, 3, 0) == 0  # nothing left to train
+    assert lost({**kept, "with_replay": True}, 1, 0) == 0
+    assert lost({}, 1, 30) is None and lost({}, 1, 0) == 0  # an older checkpoint: not counted
+
+
 @pytest.fixture(scope="module")
 def interrupted(tmp_path_factory):
     """A run killed during its second game, with checkpoints on disk."""
