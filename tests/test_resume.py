@@ -357,14 +357,19 @@ def test_stopping_compare_checkpoints_every_worker_and_a_repeat_resumes(tmp_path
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signum, err
     assert "Run the same command again to resume them" in err
-    assert all(
-        not json.loads((r / "summary.json").read_text()).get("complete") for r in runs if (r / "summary.json").exists()
-    )
-    assert all("checkpoint written" in (logdir / "logs" / f"{r.parent.name}-seed-0.log").read_text() for r in runs)
+
+    def complete(run: Path) -> bool:
+        return (run / "summary.json").exists() and json.loads((run / "summary.json").read_text()).get("complete")
+
+    # On a loaded machine one worker can start so late that the other finishes before the signal; every run
+    # still going then must have been stopped with a checkpoint (usually both).
+    stopped = [r for r in runs if not complete(r)]
+    assert stopped, "both runs finished before the signal: nothing was stopped"
+    assert all("checkpoint written" in (logdir / "logs" / f"{r.parent.name}-seed-0.log").read_text() for r in stopped)
     again = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
-    assert again.stderr.count("resuming unfinished run") == 2
-    assert all(json.loads((r / "summary.json").read_text())["complete"] for r in runs)
+    assert again.stderr.count("resuming unfinished run") == len(stopped)
+    assert all(complete(r) for r in runs)
 
 
 def test_a_checkpoint_older_than_a_setting_resumes_while_that_setting_is_at_its_default(tmp_path):
