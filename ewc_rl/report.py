@@ -162,6 +162,7 @@ def aggregate(runs: dict[str, dict[int, dict[str, Any]]], references: References
             "units": metrics[0]["units"],
             "excluded_from_means": metrics[0]["excluded_from_means"],
             "resumed_without_replay": [s for s in seeds if _replay_lost(runs[agent][s])],
+            "minutes_per_run": mean_ci([_minutes(runs[agent][s]) for s in seeds]),
         }
         scalars = SCALARS + (("mean_plasticity",) if references else ())
         for key in scalars:
@@ -180,6 +181,11 @@ def aggregate(runs: dict[str, dict[int, dict[str, Any]]], references: References
     if references:  # each game's fresh runs, whatever the pairing: what the footnote of the plasticity table shows
         out["fresh_references"] = {g: _fresh_stats(references.get(g, {})) for g in columns}
     return out
+
+
+def _minutes(summary: dict[str, Any]) -> float | None:
+    wall = summary.get("wall_time_s")
+    return None if wall is None else wall / 60
 
 
 def _replay_lost(summary: dict[str, Any]) -> bool:
@@ -313,16 +319,18 @@ def to_markdown(comparison: dict[str, Any]) -> str:
         "## Ranking",
         "",
         "By mean average performance (higher first), then mean forgetting (lower first); for a --grid "
-        "sweep, each row is one setting.",
+        "sweep, each row is one setting. Minutes per run: wall time as the runs were made (runs beside each other "
+        "and other jobs slow them alike), mean over seeds: compare it only within one comparison.",
         "",
-        "| rank | run | average performance | mean forgetting | retention |" + plastic[0],
-        "|---|---|---|---|---|" + plastic[1],
+        "| rank | run | average performance | mean forgetting | retention |" + plastic[0] + " minutes per run |",
+        "|---|---|---|---|---|" + plastic[1] + "---|",
     ]
     for rank, name in enumerate(ranking(comparison), 1):
         a = agents[name]
+        minutes = a.get("minutes_per_run", {}).get("mean")
         lines.append(
             f"| {rank} | {name} | {_pm(a['average_performance'])} | {_pm(a['mean_forgetting'])} | "
-            f"{_pm(a['retention'])} |" + _plastic_cell(a)
+            f"{_pm(a['retention'])} |" + _plastic_cell(a) + (" - |" if minutes is None else f" {minutes:.1f} |")
         )
     tables = [
         ("forgetting", "Forgetting per game"),

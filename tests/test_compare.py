@@ -292,6 +292,19 @@ def test_report_names_the_runs_resumed_without_their_replay():
     assert "Resumed without" not in to_markdown(aggregate({"ewc": {0: kept, 1: run}}))
 
 
+def test_report_gives_each_agents_minutes_per_run():
+    run = fake_summary(["Pong", "Breakout"], [[-3.05, None], [-20.7, 5.0]])
+    comparison = aggregate(
+        {"dqn": {0: {**run, "wall_time_s": 60.0}, 1: {**run, "wall_time_s": 180.0}}, "ewc": {0: run}}
+    )
+    assert comparison["agents"]["dqn"]["minutes_per_run"] == mean_ci([1.0, 3.0])
+    assert comparison["agents"]["ewc"]["minutes_per_run"]["n"] == 0
+    md = to_markdown(comparison)
+    assert "| retention | minutes per run |" in md
+    assert next(line for line in md.splitlines() if line.startswith("| 1 | dqn |")).endswith(" 2.0 |")
+    assert next(line for line in md.splitlines() if line.startswith("| 2 | ewc |")).endswith(" - |")
+
+
 def test_report_gives_retention_over_seeds_per_agent_and_per_game():
     def run(pong_kept: float) -> dict:  # Pong normalised 0.5 after its segment, then pong_kept of it at the end
         return fake_summary(
