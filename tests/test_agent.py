@@ -84,16 +84,19 @@ def test_shared_replay_when_asked():
     assert agent.replay_buffer is buf
 
 
-@pytest.mark.parametrize("current_game", [None, "A"])  # at a game boundary, in mid-game
-def test_a_restored_shared_replay_memory_is_the_one_that_trains(current_game):
-    agent = _agent(per_game_replay=False)
-    agent.begin_segment(agent.env, "A", 40)
+@pytest.mark.parametrize(
+    ("per_game", "current_game", "then"),
+    [(False, None, "B"), (False, "A", "A"), (True, "A", "A")],  # shared at a boundary and in mid-game; per game
+)
+def test_a_restored_replay_memory_is_the_one_that_trains(per_game, current_game, then):
+    agent = _agent(per_game_replay=per_game)
+    agent.begin_segment(agent.env, "A", 80)
     agent.learn(40, reset_num_timesteps=False, log_interval=None)
     meta, tensors, replays = agent.checkpoint_state(with_replay=True)
     assert agent.replay_sizes() == {"current": 40}
-    resumed = _agent(per_game_replay=False)
+    resumed = _agent(per_game_replay=per_game)
     resumed.restore_checkpoint(meta, tensors, replays, current_game=current_game)
-    resumed.begin_segment(resumed.env, "B", 40)
+    resumed.begin_segment(resumed.env, then, 80, start=0 if then == "A" else None)
     assert resumed.replay_buffer.size() == 40 and not resumed.kept_replays
     np.testing.assert_array_equal(resumed.replay_buffer.observations[:40], agent.replay_buffer.observations[:40])
 
