@@ -88,8 +88,8 @@ class GridSpec:
         )
         if any(cell.label == FRESH for cell in cells):
             raise UsageError(f"the run name '{FRESH}' is kept for --fresh-references' runs; rename that agent file")
-        if self.fresh_references is not None:
-            cells += [Cell(self.fresh_references, s, game=g) for g in self.fresh_games for s in self.seeds]
+        if self.fresh_references is not None:  # first: a report of the runs finished so far then has plasticity
+            cells = [Cell(self.fresh_references, s, game=g) for g in self.fresh_games for s in self.seeds] + cells
         seen: dict[tuple[str, int], Cell] = {}
         for cell in cells:
             other = seen.setdefault((cell.label, cell.seed), cell)

@@ -82,4 +82,5 @@ def test_compare_can_run_the_fresh_references(tmp_path, monkeypatch):
             ewc_rl.compare(["minatar-dqn"], ["MinAtar/Breakout"], logdir=tmp_path, fresh_references=fresh)
         cells = [c.run_dir(tmp_path) for c in specs[-1].cells()]
         assert specs[-1].fresh_references == agent
-        assert cells == [tmp_path / "minatar-dqn" / "seed-0", tmp_path / "fresh" / "MinAtar-Breakout" / "seed-0"]
+        # the fresh run first: a report of the runs finished so far then has plasticity
+        assert cells == [tmp_path / "fresh" / "MinAtar-Breakout" / "seed-0", tmp_path / "minatar-dqn" / "seed-0"]
