@@ -173,6 +173,8 @@ class ContinualDQN(DQN):
             else:  # a kept or restored memory: only what is left of the game's first warm-up
                 self.replay_buffer = memory
                 self.learning_starts = start + max(0, self.base_learning_starts - self.game_steps.get(task, 0))
+        elif self.replay_buffer is not None and self.replay_buffer.size() == 0:  # new, or resumed without it
+            self.learning_starts = self.num_timesteps + self.base_learning_starts
         else:
             trained = sum(self.game_steps.values()) + self.num_timesteps - start
             self.learning_starts = self.num_timesteps + max(0, self.base_learning_starts - trained)

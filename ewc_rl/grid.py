@@ -88,7 +88,9 @@ class GridSpec:
         )
         if any(cell.label == FRESH for cell in cells):
             raise UsageError(f"the run name '{FRESH}' is kept for --fresh-references' runs; rename that agent file")
-        if self.fresh_references is not None:  # first: a report of the runs finished so far then has plasticity
+        # Fresh references first, so that a report of the runs finished so far has plasticity (short runs first can
+        # leave a worker idle at the end: a few minutes on a grid of many runs).
+        if self.fresh_references is not None:
             cells = [Cell(self.fresh_references, s, game=g) for g in self.fresh_games for s in self.seeds] + cells
         seen: dict[tuple[str, int], Cell] = {}
         for cell in cells:

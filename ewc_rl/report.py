@@ -193,11 +193,12 @@ def _replay_lost(summary: dict[str, Any]) -> bool:
     return any(r.get("replay_lost") != 0 for r in summary.get("resumes", []))
 
 
-def _resume_notes(agents: dict[str, Any]) -> list[str]:
-    """The runs whose learning an interruption changed: resumed with an empty replay memory."""
+def _resume_notes(comparison: dict[str, Any]) -> list[str]:
+    """The runs whose learning an interruption changed (the fresh references' too): resumed without replay memory."""
+    named = {**comparison["agents"], **{f"fresh {g}": f for g, f in comparison.get("fresh_references", {}).items()}}
     runs = [
         f"{name} ({_seed_list(a['resumed_without_replay'])})"
-        for name, a in agents.items()
+        for name, a in named.items()
         if a.get("resumed_without_replay")
     ]
     if not runs:
@@ -215,7 +216,13 @@ def _fresh_stats(by_seed: dict[int | None, dict[str, Any]]) -> dict[str, Any]:
     seeds = sorted(by_seed, key=lambda s: (s is None, s or 0))
     scores = {s: fresh_score(by_seed[s]) for s in seeds}
     unlearned = [s for s, v in scores.items() if v is not None and v <= PLASTICITY_MIN_REFERENCE]
-    return {**mean_ci(list(scores.values())), "seeds": seeds, "unlearned_seeds": unlearned}
+    lost = [s for s in seeds if _replay_lost(by_seed[s])]
+    return {
+        **mean_ci(list(scores.values())),
+        "seeds": seeds,
+        "unlearned_seeds": unlearned,
+        "resumed_without_replay": lost,
+    }
 
 
 def _pm(stat: dict[str, Any]) -> str:
@@ -299,7 +306,7 @@ def to_markdown(comparison: dict[str, Any]) -> str:
         f"(1 = all kept), games below {RETENTION_MIN_SCORE:g} then or without a normalised score left out. "
         "Definitions: docs/metrics.md.",
         *_exclusions(agents),
-        *_resume_notes(agents),
+        *_resume_notes(comparison),
         "",
         "| agent | average performance | mean forgetting | clipped normalised sum | final game | retention |"
         + plastic[0],

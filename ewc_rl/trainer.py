@@ -411,11 +411,13 @@ class Trainer:
         a checkpoint of an older version). A memory kept for a game that is not trained again is not lost."""
         if meta.get("with_replay") or segment >= len(self.schedule):
             return 0
-        sizes = meta.get("replay_sizes")
-        if sizes is None:
-            return None if done else 0
         ahead = {s.game for s in self.schedule[segment:]}
         inferred = self.cfg.agent.task_inference == "inferred"  # kept memories are the contexts', any may recur
+        sizes = meta.get("replay_sizes")
+        if sizes is None:  # an older checkpoint: whether a memory was lost, not its size
+            kept = any(inferred or game in ahead for game in meta.get("kept_replays", []))
+            current = done > 0 or inferred or not self.cfg.agent.per_game_replay  # a memory that goes on
+            return None if kept or current else 0
         return sum(n for key, n in sizes.items() if key == "current" or inferred or key.removeprefix("kept/") in ahead)
 
     def _where_to_resume(self) -> str:

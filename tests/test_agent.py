@@ -101,6 +101,18 @@ def test_a_restored_replay_memory_is_the_one_that_trains(per_game, current_game,
     np.testing.assert_array_equal(resumed.replay_buffer.observations[:40], agent.replay_buffer.observations[:40])
 
 
+@pytest.mark.parametrize("with_replay", [False, True])
+def test_a_shared_memory_resumed_empty_warms_up_again(with_replay):
+    agent = _agent(per_game_replay=False)
+    agent.begin_segment(agent.env, "A", 80)
+    agent.learn(40, reset_num_timesteps=False, log_interval=None)
+    resumed = _agent(per_game_replay=False)
+    resumed.restore_checkpoint(*agent.checkpoint_state(with_replay=with_replay), current_game="A")
+    resumed.begin_segment(resumed.env, "A", 80, start=0)
+    # 40 steps of the 30-step warm-up are behind it, but without its memory they left nothing to learn from
+    assert resumed.learning_starts == 40 + (0 if with_replay else 30)
+
+
 def test_double_dqn_target_uses_online_argmax():
     agent = _agent(double_dqn=True, gamma=0.5)
     agent.begin_segment(agent.env, "A", 50)

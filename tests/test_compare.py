@@ -290,6 +290,10 @@ def test_report_names_the_runs_resumed_without_their_replay():
     md = to_markdown(comparison)
     assert "Resumed without replay memory" in md and md.count("dqn (seeds 1, 3)") == 1 and "ewc (" not in md
     assert "Resumed without" not in to_markdown(aggregate({"ewc": {0: kept, 1: run}}))
+    fresh = fake_summary(["Pong"], [[-3.05]], seed=0)
+    references = {"Pong": {0: {**fresh, "resumes": [{"step": 5, "replay_lost": 3}]}, 1: fresh}}
+    md = to_markdown(aggregate({"ewc": {0: kept, 1: run}}, references))
+    assert "Resumed without replay memory" in md and "fresh Pong (seed 0)" in md and "ewc (" not in md
 
 
 def test_report_gives_each_agents_minutes_per_run():

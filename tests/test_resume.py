@@ -192,9 +192,9 @@ def test_only_memories_the_rest_of_the_run_would_use_count_as_lost():
     from ewc_rl.schedule import Segment
     from ewc_rl.trainer import Trainer
 
-    def lost(meta, segment, done, inference="given"):
+    def lost(meta, segment, done, inference="given", per_game=True):
         schedule = [Segment(i, g, 100, 0) for i, g in enumerate("ABA")]
-        cfg = SimpleNamespace(agent=SimpleNamespace(task_inference=inference))
+        cfg = SimpleNamespace(agent=SimpleNamespace(task_inference=inference, per_game_replay=per_game))
         return Trainer._replay_lost(SimpleNamespace(schedule=schedule, cfg=cfg), meta, segment, done)  # type: ignore[arg-type]
 
     kept = {"replay_sizes": {"kept/A": 50, "kept/B": 70}}
@@ -203,7 +203,10 @@ def test_only_memories_the_rest_of_the_run_would_use_count_as_lost():
     assert lost(kept, 2, 0, inference="inferred") == 120  # any context may recur
     assert lost(kept, 3, 0) == 0  # nothing left to train
     assert lost({**kept, "with_replay": True}, 1, 0) == 0
-    assert lost({}, 1, 30) is None and lost({}, 1, 0) == 0  # an older checkpoint: not counted
+    # an older checkpoint: whether a memory the rest of the run uses was lost, not how much
+    assert lost({}, 1, 30) is None and lost({}, 1, 0) == 0
+    assert lost({"kept_replays": ["A", "B"]}, 2, 0) is None and lost({"kept_replays": ["B"]}, 2, 0) == 0
+    assert lost({}, 1, 0, per_game=False) is None and lost({}, 1, 0, inference="inferred") is None
 
 
 @pytest.fixture(scope="module")
