@@ -101,6 +101,9 @@ def test_ray_backend_writes_the_local_backends_layout(both_backends):
     for name in ("comparison.json", "comparison.md", "comparison.png", "compare.json"):
         assert (ray_dir / name).is_file(), name
     ray_cmp, local_cmp = (json.loads((d / "comparison.json").read_text()) for d in (ray_dir, local_dir))
+    # the one difference: Ray's retried run resumed (see the next test), the local ones did not
+    assert ray_cmp["agents"]["minatar-dqn"].pop("resumed_without_replay") == [1]
+    assert local_cmp["agents"]["minatar-dqn"].pop("resumed_without_replay") == []
     assert _structure(ray_cmp) == _structure(local_cmp)
     for run in runs[ray_dir]:
         ray_summary, local_summary = (json.loads((d / run / "summary.json").read_text()) for d in (ray_dir, local_dir))
@@ -117,7 +120,10 @@ def test_a_failed_trial_is_retried_from_its_checkpoint(both_backends):
     assert not attempts[0].endswith("--resume") and attempts[1].endswith("--resume")
     other = (ray_dir / "logs" / "minatar-dqn-seed-0.log").read_text()
     assert other.count("=== ray trial attempt") == 1
-    assert json.loads((ray_dir / "minatar-dqn" / "seed-1" / "summary.json").read_text())["complete"]
+    summary = json.loads((ray_dir / "minatar-dqn" / "seed-1" / "summary.json").read_text())
+    assert summary["complete"]
+    # it died after its first checkpoint, 200 steps into the first game, which had stored 200 transitions
+    assert summary["resumes"] == [{"step": 200, "replay_lost": 200}]
 
 
 def test_ray_missing_is_one_line(tmp_path, monkeypatch, capsys):
