@@ -584,6 +584,17 @@ def build_parser() -> argparse.ArgumentParser:
         "segments of their game) for forward transfer and plasticity "
         "(default: LOGDIR/fresh, written by compare --fresh-references, when it exists)",
     )
+    report.add_argument(
+        "--target",
+        metavar="BASELINE",
+        help="also say which agents meet the study's target (docs/metrics.md): every earlier game kept to "
+        "--min-retention, every game learned to --min-plasticity of a fresh network, and average performance above "
+        "BASELINE's (an agent of the comparison) with non-overlapping 95%% intervals; needs fresh references",
+    )
+    report.add_argument(
+        "--min-retention", type=float, metavar="X", help="with --target: per earlier game (default: 0.7)"
+    )
+    report.add_argument("--min-plasticity", type=float, metavar="X", help="with --target: per game (default: 0.8)")
     pool = sub.add_parser(
         "pool",
         help="one table over several comparisons (e.g. development sequences): metrics over every sequence and seed",
@@ -928,8 +939,13 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from ewc_rl.report import write_report
+    from ewc_rl.target import Target
 
-    paths = write_report(args.logdir, args.reference)
+    thresholds = {k: v for k in ("min_retention", "min_plasticity") if (v := getattr(args, k)) is not None}
+    if thresholds and args.target is None:
+        raise UsageError("--min-retention and --min-plasticity need --target BASELINE")
+    target = None if args.target is None else Target(args.target, **thresholds)
+    paths = write_report(args.logdir, args.reference, target)
     print(paths["md"].read_text())
     print(f"report: {', '.join(str(p) for p in paths.values())}")
     return 0

@@ -25,6 +25,8 @@ from ewc_rl.metrics import (
 )
 from ewc_rl.schedule import Budget, steps_of
 from ewc_rl.scores import normalize
+from ewc_rl.target import Target
+from ewc_rl.target import check as check_target
 from ewc_rl.tblog import write_json
 
 SCALARS = ("average_performance", "mean_forgetting", "clipped_normalized_sum", "final_game_score", "retention")
@@ -339,6 +341,10 @@ def to_markdown(comparison: dict[str, Any]) -> str:
             f"| {rank} | {name} | {_pm(a['average_performance'])} | {_pm(a['mean_forgetting'])} | "
             f"{_pm(a['retention'])} |" + _plastic_cell(a) + (" - |" if minutes is None else f" {minutes:.1f} |")
         )
+    if "target" in comparison:
+        from ewc_rl import target
+
+        lines += ["", *target.to_markdown(comparison["target"], comparison, ranking(comparison))]
     tables = [
         ("forgetting", "Forgetting per game"),
         ("retention_per_game", "Retention per game"),
@@ -471,13 +477,14 @@ def _steps(x: float) -> str:
     return f"{x / 1e3:g}k" if abs(x) >= 1e3 else f"{x:g}"
 
 
-def write_report(logdir: Path, reference_dirs: Sequence[Path] = ()) -> dict[str, Path]:
+def write_report(logdir: Path, reference_dirs: Sequence[Path] = (), target: Target | None = None) -> dict[str, Path]:
     """Write comparison.json, .md and .png into ``logdir``, tradeoff.png when there are fresh references, and
     switches.md/.png where runs measured the plasticity diagnostics.
 
     The references are the single-game runs under ``reference_dirs`` (those as long as the runs' segments), or else
     those of ``compare --fresh-references`` when ``<logdir>/fresh`` exists, so that ``ewc-rl report LOGDIR``
     recomputes what ``compare`` wrote.
+    With ``target``, comparison.json and .md also say which agents meet it (ewc_rl/target.py).
     """
     if not logdir.is_dir():
         raise UsageError(f"no such directory: {logdir}")
@@ -492,6 +499,8 @@ def write_report(logdir: Path, reference_dirs: Sequence[Path] = ()) -> dict[str,
     elif fresh_dir(logdir).is_dir():
         references = load_references([fresh_dir(logdir)], _runs_budget(logdir, runs), games, required=False)
     comparison = aggregate(runs, references or None)
+    if target is not None:  # checked before anything is written: a bad --target leaves the directory as it was
+        comparison["target"] = check_target(comparison, target)
     paths = {"json": logdir / "comparison.json", "md": logdir / "comparison.md", "png": logdir / "comparison.png"}
     write_json(paths["json"], comparison)
     paths["md"].write_text(to_markdown(comparison))
