@@ -182,7 +182,41 @@ def aggregate(runs: dict[str, dict[int, dict[str, Any]]], references: References
         out["agents"][agent] = entry
     if references:  # each game's fresh runs, whatever the pairing: what the footnote of the plasticity table shows
         out["fresh_references"] = {g: _fresh_stats(references.get(g, {})) for g in columns}
+    summaries = [s for by_seed in runs.values() for s in by_seed.values()]
+    summaries += [s for by_seed in (references or {}).values() for s in by_seed.values()]
+    out["provenance"] = _provenance(summaries)
     return out
+
+
+def _provenance(summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """The commits and CPU models that made the runs, every session of each (summary.json's ``provenance`` and
+    ``resumes``): runs repeat bit for bit only with one of each. ``unrecorded``: runs older than the record."""
+    sessions = [rec for s in summaries for rec in (s.get("provenance") or {}, *s.get("resumes", []))]
+    return {
+        "commits": sorted({r["commit"] for r in sessions if r.get("commit")}),
+        "cpus": sorted({r["cpu"] for r in sessions if r.get("cpu")}),
+        "dirty": any(r.get("dirty") for r in sessions),
+        "unrecorded": sum(not (s.get("provenance") or {}).get("commit") for s in summaries),
+    }
+
+
+def _provenance_notes(comparison: dict[str, Any]) -> list[str]:
+    """A line when the runs' code or CPU differ: their numbers then differ by more than the seeds' spread says."""
+    made = comparison.get("provenance", {})
+    parts = []
+    if len(made.get("commits", [])) > 1:
+        parts.append(f"{len(made['commits'])} commits of ewc_rl ({', '.join(c[:8] for c in made['commits'])})")
+    if made.get("dirty"):
+        parts.append("code with uncommitted changes")
+    if len(made.get("cpus", [])) > 1:
+        parts.append(f"{len(made['cpus'])} CPU models ({'; '.join(made['cpus'])})")
+    if not parts:
+        return []
+    return [
+        "",
+        f"These runs were made with {' and '.join(parts)} (`provenance` in summary.json and comparison.json): runs "
+        "repeat bit for bit only with one commit and one CPU model.",
+    ]
 
 
 def _minutes(summary: dict[str, Any]) -> float | None:
@@ -309,6 +343,7 @@ def to_markdown(comparison: dict[str, Any]) -> str:
         "Definitions: docs/metrics.md.",
         *_exclusions(agents),
         *_resume_notes(comparison),
+        *_provenance_notes(comparison),
         "",
         "| agent | average performance | mean forgetting | clipped normalised sum | final game | retention |"
         + plastic[0],

@@ -22,17 +22,13 @@ import contextlib
 import io
 import json
 import os
-import platform
 import tempfile
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import torch as th
 from stable_baselines3.common.logger import HParam, Logger, TensorBoardOutputFormat, make_output_format
 from torch.utils.tensorboard import SummaryWriter
-
-PACKAGES = ("ewc_rl", "torch", "stable-baselines3", "gymnasium", "ale-py", "numpy", "tensorboard")
 
 
 class _DeferredFlushWriter(SummaryWriter):
@@ -97,17 +93,6 @@ def log_fisher(logger: Logger, fisher: dict[str, th.Tensor], step: int) -> None:
     for name, values in fisher.items():  # histograms: TensorBoard only
         logger.record(f"fisher/{name}", values.detach().float().cpu(), exclude=("stdout", "log", "json", "csv"))
     logger.dump(step)
-
-
-def package_versions() -> dict[str, str]:
-    found = {}
-    for name in PACKAGES:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            found[name] = "not installed"
-    found["python"] = platform.python_version()
-    return found
 
 
 def check_writable(logdir: Path) -> None:

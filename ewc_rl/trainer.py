@@ -25,7 +25,7 @@ import torch as th
 from stable_baselines3.common.logger import Logger
 from tqdm import tqdm
 
-from ewc_rl import checkpoints, export, recognition, tblog
+from ewc_rl import checkpoints, export, provenance, recognition, tblog
 from ewc_rl.agent import ContinualDQN, NonFiniteLossError, make_agent
 from ewc_rl.callbacks import segment_callbacks
 from ewc_rl.config import Config, from_dict
@@ -76,8 +76,16 @@ class RunState:
     plasticity: list[dict[str, Any]] = field(default_factory=list)
     last_return: float | None = None
     recognition: dict[str, Any] = field(default_factory=recognition.new_record)  # inferred tasks vs true games
-    # one entry per resume: {"step", "replay_lost"}, the replay transitions the rest of the run lost (None: not counted)
+    # one entry per resume: {"step", "replay_lost", "commit", "dirty", "cpu"}, replay_lost being the replay
+    # transitions the rest of the run lost (None: not counted), the rest what the resumed session ran on
     resumes: list[dict[str, Any]] = field(default_factory=list)
+    # the commit and CPU the run started on: {"commit", "dirty", "cpu"} (empty in checkpoints older than the key)
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+
+def _provenance() -> dict[str, Any]:
+    """This session's code and CPU, as summary.json records them (ewc_rl/provenance.py)."""
+    return {**provenance.code(), "cpu": provenance.cpu()}
 
 
 class Interrupted(Exception):
@@ -122,7 +130,7 @@ class Trainer:
         self.cfg, self.spec = cfg, spec
         self.schedule = make_schedule(spec.games, spec.steps_per_game, spec.cycles, spec.orders)
         self.columns = unique_games(self.schedule)
-        self.state = RunState()
+        self.state = RunState(provenance=_provenance())
         self.last_checkpoint: tuple[int, Path] | None = None
         self.pbar: tqdm | None = None
         self.progress: ProgressFile | None = None  # <run>/steps.json, read by `ewc-rl compare`
@@ -339,7 +347,8 @@ class Trainer:
             "score_matrix": self.state.score_matrix,
             "eval_history": self.state.eval_history,
             "settings": self.cfg.to_dict(),
-            "versions": tblog.package_versions(),
+            "versions": provenance.package_versions(),
+            "provenance": self.state.provenance,
             "device": self.spec.device if self.device is None else self.device,
             "command": self.spec.command,
             "wall_time_s": round(self.wall(), 2),
@@ -396,7 +405,7 @@ class Trainer:
             ) from None
         self.last_checkpoint = (int(meta["step"]), ckpt.path)
         lost = self._replay_lost(meta, segment, done)
-        self.state.resumes.append({"step": int(meta["step"]), "replay_lost": lost})
+        self.state.resumes.append({"step": int(meta["step"]), "replay_lost": lost, **_provenance()})
         if lost != 0:
             what = "its replay memory" if lost is None else f"the {lost:,} replay transitions"
             tqdm.write(

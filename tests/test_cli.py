@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from ewc_rl import provenance
 from ewc_rl.cli import main
 from tests.helpers import budget, events, train
 
@@ -49,6 +50,7 @@ def test_ewc_run_on_two_atari_games(tmp_path, capsys):
     assert matrix[0][1] is None and None not in matrix[1]
     assert summary["settings"]["penalty"]["kind"] == "ewc"
     assert summary["versions"]["torch"] and summary["wall_time_s"] > 0
+    assert summary["provenance"] == {**provenance.code(), "cpu": provenance.cpu()}
 
     scalars, histograms = _scalars(logdir)
     for tag in (

@@ -296,6 +296,23 @@ def test_report_names_the_runs_resumed_without_their_replay():
     assert "Resumed without replay memory" in md and "fresh Pong (seed 0)" in md and "ewc (" not in md
 
 
+def test_report_says_when_runs_come_from_several_commits_or_cpus():
+    run = fake_summary(["Pong", "Breakout"], [[-3.05, None], [-20.7, 5.0]])
+    a = {"commit": "a" * 40, "dirty": False, "cpu": "AMD EPYC"}
+    b = {**a, "commit": "b" * 40}
+    same = aggregate({"dqn": {0: {**run, "provenance": a}}, "ewc": {0: {**run, "provenance": a}, 1: run}})
+    assert same["provenance"] == {"commits": ["a" * 40], "cpus": ["AMD EPYC"], "dirty": False, "unrecorded": 1}
+    assert "These runs were made with" not in to_markdown(same)
+    resumed = {**run, "provenance": a, "resumes": [{"step": 5, "replay_lost": 0, **b, "cpu": "Intel Xeon"}]}
+    fresh = fake_summary(["Pong"], [[-3.05]], seed=0, provenance={**a, "dirty": True})
+    mixed = aggregate({"dqn": {0: {**run, "provenance": a}, 1: resumed}}, {"Pong": {0: fresh}})
+    assert mixed["provenance"]["commits"] == ["a" * 40, "b" * 40] and mixed["provenance"]["dirty"]
+    assert (
+        "These runs were made with 2 commits of ewc_rl (aaaaaaaa, bbbbbbbb) and code with uncommitted changes and "
+        "2 CPU models (AMD EPYC; Intel Xeon)" in to_markdown(mixed)
+    )
+
+
 def test_report_gives_each_agents_minutes_per_run():
     run = fake_summary(["Pong", "Breakout"], [[-3.05, None], [-20.7, 5.0]])
     comparison = aggregate(

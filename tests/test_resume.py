@@ -182,7 +182,12 @@ def test_a_resume_records_the_replay_it_went_on_without(tmp_path, with_replay):
     resumed = _run(logdir, *extra, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     lost = 0 if with_replay else meta["done_in_segment"]
-    assert json.loads((logdir / "summary.json").read_text())["resumes"] == [{"step": meta["step"], "replay_lost": lost}]
+    summary = json.loads((logdir / "summary.json").read_text())
+    assert [{k: r[k] for k in ("step", "replay_lost")} for r in summary["resumes"]] == [
+        {"step": meta["step"], "replay_lost": lost}
+    ]
+    # the resumed session's code and CPU beside the first session's: here the same
+    assert {k: summary["resumes"][0][k] for k in ("commit", "dirty", "cpu")} == summary["provenance"]
     assert ("without the" in resumed.stderr) == (not with_replay), resumed.stderr
 
 
