@@ -7,6 +7,7 @@ both recorded per run, not reconstructed from dates afterwards.
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 from functools import cache
@@ -31,10 +32,19 @@ def package_versions() -> dict[str, str]:
     return found
 
 
+CODE = ("ewc_rl", "pyproject.toml")  # what decides a run's arithmetic; docs and agent files (recorded as settings) not
+# git's own variables would point it at another repository or index than the one -C names (a pre-commit hook sets some)
+_GIT_ENV = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_COMMON_DIR")
+
+
 def _git(*args: str) -> str | None:
+    env = {k: v for k, v in os.environ.items() if k not in _GIT_ENV}
+    # safe.directory: a checkout owned by another user (a container's bind mount) is still read, not refused;
+    # --no-optional-locks: status must not take the index lock that the user's own git commands need.
+    command = ["git", "-c", f"safe.directory={_SOURCE}", "--no-optional-locks", "-C", str(_SOURCE), *args]
     try:
         done = subprocess.run(
-            ["git", "-C", str(_SOURCE), *args], capture_output=True, text=True, timeout=10, check=False
+            command, capture_output=True, text=True, errors="replace", timeout=10, check=False, env=env
         )
     except (OSError, subprocess.SubprocessError):
         return None
@@ -42,12 +52,12 @@ def _git(*args: str) -> str | None:
 
 
 def code() -> dict[str, str | bool | None]:
-    """The suite's commit and whether tracked files differ from it; both None when it does not run from a git
-    checkout of its own (an installed wheel: its version says what it is)."""
+    """The suite's commit and whether its code (``CODE``'s tracked files) differs from it; both None when it does
+    not run from a git checkout of its own (an installed wheel: its version says what it is)."""
     top = _git("rev-parse", "--show-toplevel")
     if top is None or Path(top).resolve() != _SOURCE:  # not ours: a checkout that merely encloses site-packages
         return {"commit": None, "dirty": None}
-    status = _git("status", "--porcelain", "--untracked-files=no")
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", *CODE)
     return {"commit": _git("rev-parse", "HEAD"), "dirty": None if status is None else bool(status)}
 
 

@@ -27,6 +27,7 @@ from ewc_rl.schedule import Budget, steps_of
 from ewc_rl.scores import normalize
 from ewc_rl.target import Target
 from ewc_rl.target import check as check_target
+from ewc_rl.target import to_markdown as target_markdown
 from ewc_rl.tblog import write_json
 
 SCALARS = ("average_performance", "mean_forgetting", "clipped_normalized_sum", "final_game_score", "retention")
@@ -184,13 +185,15 @@ def aggregate(runs: dict[str, dict[int, dict[str, Any]]], references: References
         out["fresh_references"] = {g: _fresh_stats(references.get(g, {})) for g in columns}
     summaries = [s for by_seed in runs.values() for s in by_seed.values()]
     summaries += [s for by_seed in (references or {}).values() for s in by_seed.values()]
-    out["provenance"] = _provenance(summaries)
+    if any("provenance" in s for s in summaries):  # runs of ewc-rl train (not the toy's, nor older ones alone)
+        out["provenance"] = _provenance(summaries)
     return out
 
 
 def _provenance(summaries: list[dict[str, Any]]) -> dict[str, Any]:
     """The commits and CPU models that made the runs, every session of each (summary.json's ``provenance`` and
-    ``resumes``): runs repeat bit for bit only with one of each. ``unrecorded``: runs older than the record."""
+    ``resumes``): runs repeat bit for bit only with one of each. ``unrecorded``: runs whose first session has no
+    commit (made before the record existed, or by an installed wheel, whose version ``versions`` gives)."""
     sessions = [rec for s in summaries for rec in (s.get("provenance") or {}, *s.get("resumes", []))]
     return {
         "commits": sorted({r["commit"] for r in sessions if r.get("commit")}),
@@ -210,6 +213,8 @@ def _provenance_notes(comparison: dict[str, Any]) -> list[str]:
         parts.append("code with uncommitted changes")
     if len(made.get("cpus", [])) > 1:
         parts.append(f"{len(made['cpus'])} CPU models ({'; '.join(made['cpus'])})")
+    if made.get("unrecorded") and made.get("commits"):
+        parts.append(f"{made['unrecorded']} run(s) whose commit is not recorded (older runs, or an installed wheel)")
     if not parts:
         return []
     return [
@@ -377,9 +382,7 @@ def to_markdown(comparison: dict[str, Any]) -> str:
             f"{_pm(a['retention'])} |" + _plastic_cell(a) + (" - |" if minutes is None else f" {minutes:.1f} |")
         )
     if "target" in comparison:
-        from ewc_rl import target
-
-        lines += ["", *target.to_markdown(comparison["target"], comparison, ranking(comparison))]
+        lines += ["", *target_markdown(comparison["target"], comparison, ranking(comparison))]
     tables = [
         ("forgetting", "Forgetting per game"),
         ("retention_per_game", "Retention per game"),

@@ -6,11 +6,12 @@ by eye:
 
 - every earlier game (all but the one trained last) keeps at least ``min_retention`` of its end-of-segment score:
   the game's retention, mean over seeds (games never learned in any seed have none and are not counted: their
-  plasticity is what fails);
+  plasticity is what fails; a part that no game decides is not met);
 - every game is learned to at least ``min_plasticity`` of a fresh network's score on the same budget: the game's
-  plasticity, mean over seeds (games no fresh run learned have none and are not counted);
+  plasticity, mean over seeds (games no fresh run learned have none and are not counted; a game without a finished
+  fresh run is an error, not a pass);
 - the agent's average performance beats the baseline's with non-overlapping 95% intervals (lower bound above the
-  baseline's upper bound; one seed has no interval, so it cannot).
+  baseline's upper bound; one seed, the agent's or the baseline's, has no interval, so it cannot).
 """
 
 from __future__ import annotations
@@ -44,6 +45,13 @@ def _lowest(means: dict[str, float | None]) -> dict[str, Any] | None:
     return {"game": game, "value": known[game]}
 
 
+def _all_at_least(means: dict[str, float | None], threshold: float) -> bool:
+    """Every game with a value reaches ``threshold`` (up to float rounding of a ratio that is exactly it), and at
+    least one has a value: a part no game can decide is not met."""
+    known = [v for v in means.values() if v is not None]
+    return bool(known) and all(v >= threshold - 1e-9 for v in known)
+
+
 def _interval(stat: dict[str, Any]) -> tuple[float, float] | None:
     if stat["mean"] is None or stat["ci95"] is None:
         return None
@@ -58,6 +66,12 @@ def check(comparison: dict[str, Any], target: Target) -> dict[str, Any]:
     if any("plasticity" not in a for a in agents.values()):
         raise UsageError(
             "--target needs plasticity: fresh references (compare --fresh-references, or report --reference DIR)"
+        )
+    unknown = [g for g, f in comparison.get("fresh_references", {}).items() if f["mean"] is None]
+    if unknown:  # a game without a fresh score would pass the plasticity part undecided
+        raise UsageError(
+            f"--target: no finished fresh reference with a normalised score for {', '.join(unknown)}, so plasticity "
+            "cannot be decided (let compare --fresh-references finish, or report --reference DIR)"
         )
     last = comparison["games"][-1]
     earlier = [g for g in comparison["columns"] if g != last]
@@ -75,10 +89,10 @@ def check(comparison: dict[str, Any], target: Target) -> dict[str, Any]:
         entry = {
             "retention_per_game": retention,
             "lowest_retention": _lowest(retention),
-            "retention_met": all(v is None or v >= target.min_retention for v in retention.values()),
+            "retention_met": _all_at_least(retention, target.min_retention),
             "plasticity_per_game": plasticity,
             "lowest_plasticity": _lowest(plasticity),
-            "plasticity_met": all(v is None or v >= target.min_plasticity for v in plasticity.values()),
+            "plasticity_met": _all_at_least(plasticity, target.min_plasticity),
             "beats_baseline": name != target.baseline and own is not None and base is not None and own[0] > base[1],
         }
         entry["met"] = entry["retention_met"] and entry["plasticity_met"] and entry["beats_baseline"]
@@ -88,7 +102,7 @@ def check(comparison: dict[str, Any], target: Target) -> dict[str, Any]:
 
 def _lowest_cell(lowest: dict[str, Any] | None, ok: bool) -> str:
     if lowest is None:
-        return "- ✓"
+        return "- ✗ (no game decides it)"
     return f"{lowest['value']:.3f} ({lowest['game']}) {'✓' if ok else '✗'}"
 
 

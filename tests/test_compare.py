@@ -300,9 +300,13 @@ def test_report_says_when_runs_come_from_several_commits_or_cpus():
     run = fake_summary(["Pong", "Breakout"], [[-3.05, None], [-20.7, 5.0]])
     a = {"commit": "a" * 40, "dirty": False, "cpu": "AMD EPYC"}
     b = {**a, "commit": "b" * 40}
-    same = aggregate({"dqn": {0: {**run, "provenance": a}}, "ewc": {0: {**run, "provenance": a}, 1: run}})
-    assert same["provenance"] == {"commits": ["a" * 40], "cpus": ["AMD EPYC"], "dirty": False, "unrecorded": 1}
+    same = aggregate({"dqn": {0: {**run, "provenance": a}}, "ewc": {0: {**run, "provenance": a}}})
+    assert same["provenance"] == {"commits": ["a" * 40], "cpus": ["AMD EPYC"], "dirty": False, "unrecorded": 0}
     assert "These runs were made with" not in to_markdown(same)
+    assert "provenance" not in aggregate({"dqn": {0: run}})  # nothing recorded, nothing claimed
+    older = aggregate({"dqn": {0: {**run, "provenance": a}, 1: run}})
+    assert older["provenance"]["unrecorded"] == 1
+    assert "with 1 run(s) whose commit is not recorded" in to_markdown(older)
     resumed = {**run, "provenance": a, "resumes": [{"step": 5, "replay_lost": 0, **b, "cpu": "Intel Xeon"}]}
     fresh = fake_summary(["Pong"], [[-3.05]], seed=0, provenance={**a, "dirty": True})
     mixed = aggregate({"dqn": {0: {**run, "provenance": a}, 1: resumed}}, {"Pong": {0: fresh}})
