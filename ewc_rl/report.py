@@ -164,7 +164,7 @@ def aggregate(runs: dict[str, dict[int, dict[str, Any]]], references: References
             "seeds": seeds,
             "units": metrics[0]["units"],
             "excluded_from_means": metrics[0]["excluded_from_means"],
-            "resumed_without_replay": [s for s in seeds if _replay_lost(runs[agent][s])],
+            "resumed_without_replay": [s for s in seeds if _resumed_without_replay(runs[agent][s])],
             "minutes_per_run": mean_ci([_minutes(runs[agent][s]) for s in seeds]),
         }
         scalars = SCALARS + (("mean_plasticity",) if references else ())
@@ -229,7 +229,7 @@ def _minutes(summary: dict[str, Any]) -> float | None:
     return None if wall is None else wall / 60
 
 
-def _replay_lost(summary: dict[str, Any]) -> bool:
+def _resumed_without_replay(summary: dict[str, Any]) -> bool:
     """Whether a resume of this run went on without replay transitions its checkpoint did not hold (or uncounted)."""
     return any(r.get("replay_lost") != 0 for r in summary.get("resumes", []))
 
@@ -257,7 +257,7 @@ def _fresh_stats(by_seed: dict[int | None, dict[str, Any]]) -> dict[str, Any]:
     seeds = sorted(by_seed, key=lambda s: (s is None, s or 0))
     scores = {s: fresh_score(by_seed[s]) for s in seeds}
     unlearned = [s for s, v in scores.items() if v is not None and v <= PLASTICITY_MIN_REFERENCE]
-    lost = [s for s in seeds if _replay_lost(by_seed[s])]
+    lost = [s for s in seeds if _resumed_without_replay(by_seed[s])]
     return {
         **mean_ci(list(scores.values())),
         "seeds": seeds,
