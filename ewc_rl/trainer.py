@@ -130,7 +130,8 @@ class Trainer:
         self.cfg, self.spec = cfg, spec
         self.schedule = make_schedule(spec.games, spec.steps_per_game, spec.cycles, spec.orders)
         self.columns = unique_games(self.schedule)
-        self.state = RunState(provenance=_provenance())
+        self.session = _provenance()  # once per process: the first session's record, or a resume's
+        self.state = RunState(provenance=dict(self.session))
         self.last_checkpoint: tuple[int, Path] | None = None
         self.pbar: tqdm | None = None
         self.progress: ProgressFile | None = None  # <run>/steps.json, read by `ewc-rl compare`
@@ -405,7 +406,7 @@ class Trainer:
             ) from None
         self.last_checkpoint = (int(meta["step"]), ckpt.path)
         lost = self._replay_lost(meta, segment, done)
-        self.state.resumes.append({"step": int(meta["step"]), "replay_lost": lost, **_provenance()})
+        self.state.resumes.append({"step": int(meta["step"]), "replay_lost": lost, **self.session})
         if lost != 0:
             what = "its replay memory" if lost is None else f"the {lost:,} replay transitions"
             tqdm.write(
