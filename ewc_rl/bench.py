@@ -7,6 +7,8 @@ full 18 actions and the same ale-py vector environment (so preprocessing is iden
   frame replay, the fastest optimiser implementation: :mod:`ewc_rl.optimizers`), with Double DQN off so
   that its updates are the same as stock DQN's;
 * ``ewc_rl + EWC``: the same with an EWC penalty holding 10 anchors;
+* ``ewc_rl`` again, as a second learner (an A/A control: its ratio to the first would be 1 on a steady machine, so
+  its distance from 1 is the resolution of this run's ratios);
 * ``sb3``: stock stable-baselines3 ``DQN`` on one environment, exactly as it ships (torch's default Adam);
 * ``limit``: a bare torch loop doing only the same work: batched greedy actions, environment steps, and
   the same update (with the fastest optimiser implementation) on minibatches from a plain tensor ring;
@@ -60,6 +62,8 @@ TARGETS = {
     "throughput_ratio_si_vs_plain": (">=", 0.97),
     "throughput_ratio_mas_vs_plain": (">=", 0.97),
 }
+# Figures without a target, combined over repeats like the keys: the A/A control (see the module's docstring).
+CONTROLS = ("throughput_ratio_plain_vs_plain",)
 # The agent-file settings that turn each continual method on (its key: throughput_ratio_<name>_vs_plain); the
 # agent file's penalty stays (kind "none": it costs nothing).
 METHODS = {
@@ -87,8 +91,10 @@ class BenchSizes:
     def of(cls, mode: str) -> BenchSizes:
         return {
             "tiny": cls(100, 20, 64, 64, 300, 32, 1, 2),
-            "quick": cls(1_000, 200, 3_000, 1_500, 10_000, 640, 4, 3),
-            "full": cls(5_000, 400, 12_000, 6_000, 50_000, 3_200, 10, 6),
+            # Two (full: four) rotations of the nine learners' order, in rounds of about a second and a half each:
+            # three rounds of 1,000 steps left ratios of one quick bench ±0.05–0.1 apart from repeat to repeat.
+            "quick": cls(1_000, 200, 3_000, 1_500, 10_000, 640, 4, 18),
+            "full": cls(5_000, 400, 12_000, 6_000, 50_000, 3_200, 10, 36),
         }[mode]
 
 
@@ -379,11 +385,18 @@ def run(
     ewc = _bench_config(agent, sizes, [*(overrides or []), "penalty.kind='ewc'", "penalty.lambda=400"])
     learners: dict[str, _Learner] = {
         "plain": _ours(cfg, game, sizes, anchors=0),
+        "plain2": _ours(cfg, game, sizes, anchors=0),
         "ewc10": _ours(ewc, game, sizes, anchors=10),
         "sb3": _sb3(cfg, game, sizes),
         "limit": _Limit(cfg, game, sizes),
     }
-    steps = {"plain": sizes.steps, "ewc10": sizes.steps, "sb3": sizes.sb3_steps, "limit": sizes.steps}
+    steps = {
+        "plain": sizes.steps,
+        "plain2": sizes.steps,
+        "ewc10": sizes.steps,
+        "sb3": sizes.sb3_steps,
+        "limit": sizes.steps,
+    }
     for name, settings in METHODS.items():
         method_cfg = _bench_config(agent, sizes, [*(overrides or []), *settings])
         learners[name] = _AfterAGame(_ours(method_cfg, game, sizes, anchors=0), sizes.warmup)
@@ -413,6 +426,7 @@ def run(
         "throughput_ratio_ewc_vs_plain": raw["steps_per_s_ewc10"] / raw["steps_per_s_plain"],
         "throughput_ratio_plain_vs_sb3": raw["steps_per_s_plain"] / raw["steps_per_s_sb3"],
         "throughput_ratio_plain_vs_limit": raw["steps_per_s_plain"] / raw["steps_per_s_limit"],
+        "throughput_ratio_plain_vs_plain": raw["steps_per_s_plain2"] / raw["steps_per_s_plain"],
         "replay_bytes_per_transition": raw["replay_bytes_per_transition"],
         "fisher_ratio_vs_batched_backward": (
             raw["fisher_states_per_s"]["sampled_hooks"] / raw["fisher_states_per_s"]["batched_backward"]
@@ -480,7 +494,7 @@ def combine(results: list[dict[str, Any]]) -> dict[str, Any]:
             "median": statistics.median(r[key] for r in results),
             "max": max(r[key] for r in results),
         }
-        for key in TARGETS
+        for key in (*TARGETS, *CONTROLS)
     }
     raws = [r["raw"] for r in results]
     raw: dict[str, Any] = {}
@@ -522,6 +536,17 @@ def to_markdown(result: dict[str, Any]) -> str:
             verdict += f" ({sum(v >= target if op == '>=' else v <= target for v in values)}/{len(values)})"
         lines.append(f"| `{key}` | {measured} | {op} {target:g} | {verdict} |")
     raw, setup = result["raw"], result["setup"]
+    control = result.get(CONTROLS[0])
+    if control is not None:
+        shown_control = f"{control:.3f}"
+        if spread and CONTROLS[0] in spread:
+            shown_control += f" ({spread[CONTROLS[0]]['min']:.3f}–{spread[CONTROLS[0]]['max']:.3f})"
+        lines += [
+            "",
+            f"A/A control: a second, identical ewc_rl learner, timed in the same rounds, ran at {shown_control} "
+            "times the first one's speed. A ratio closer to its target than this control is to 1 is not decided "
+            "by this measurement.",
+        ]
     if spread:
         lines += [
             "",

@@ -19,8 +19,43 @@ def test_bench_runs_at_tiny_sizes_and_writes_every_key(tmp_path, capsys):
     result = json.loads(out.read_text())
     assert set(bench.TARGETS) <= set(result) and bench.finite(result)
     assert result["setup"]["mode"] == "tiny" and result["raw"]["steps_per_s_sb3"] > 0
+    control = result["throughput_ratio_plain_vs_plain"]
+    assert control == result["raw"]["steps_per_s_plain2"] / result["raw"]["steps_per_s_plain"] > 0
     table = capsys.readouterr().out
     assert all(f"`{key}`" in table for key in bench.TARGETS)
+    assert f"A/A control: a second, identical ewc_rl learner, timed in the same rounds, ran at {control:.3f}" in table
+
+
+class _Clocked(bench._Learner):
+    """A learner whose chunks take the seconds it is given, one after the other, recording when it ran."""
+
+    def __init__(self, name: str, seconds: list[float], log: list[str]) -> None:
+        self.name, self.seconds, self.log = name, iter(seconds), log
+
+    def advance(self, steps: int) -> int:
+        return steps
+
+    def timed(self, steps: int) -> tuple[int, float]:
+        self.log.append(self.name)
+        return steps, next(self.seconds)
+
+
+def test_learners_take_turns_in_rotating_order_and_rates_are_total_steps_over_total_time():
+    sizes = bench.BenchSizes.of("quick")
+    log: list[str] = []
+    names = ["a", "b", "c"]
+    seconds = {"a": [1.0] * sizes.rounds, "b": [2.0] * sizes.rounds, "c": [1.0, 3.0] * (sizes.rounds // 2)}
+    learners = {n: _Clocked(n, seconds[n], log) for n in names}
+    steps = {"a": 1800, "b": 1800, "c": 900}
+    out = bench._throughput(learners, steps, sizes, bar=type("Bar", (), {"set_description": lambda *a: None})())
+    turns = [log[i : i + 3] for i in range(0, len(log), 3)]
+    assert len(turns) == sizes.rounds and all(sorted(t) == names for t in turns)
+    assert [t[0] for t in turns] == [names[r % 3] for r in range(sizes.rounds)]  # each learner starts rounds in turn
+    per_round = {n: steps[n] // sizes.rounds for n in names}
+    assert out["a"]["steps_per_s"] == pytest.approx(per_round["a"] / 1.0)
+    assert out["b"]["steps_per_s"] == pytest.approx(per_round["b"] / 2.0)
+    assert out["c"]["steps_per_s"] == pytest.approx(per_round["c"] * sizes.rounds / (2.0 * sizes.rounds))
+    assert (out["c"]["round_min"], out["c"]["round_max"]) == pytest.approx((per_round["c"] / 3, per_round["c"]))
 
 
 def test_bench_refuses_minatar_in_one_line(capsys):
@@ -36,8 +71,10 @@ def test_bench_size_defaults_to_full_and_quick_selects_quick(argv, size):
 def _fake_result(scale: float) -> dict:
     """A result of the shape ``bench.run`` returns, every figure ``scale`` times a base value."""
     keys = {key: scale * (i + 1) for i, key in enumerate(bench.TARGETS)}
+    keys |= {key: scale for key in bench.CONTROLS}
     raw = {
         "steps_per_s_plain": 100 * scale,
+        "steps_per_s_plain2": 100 * scale,
         "steps_per_s_ewc10": 98 * scale,
         "steps_per_s_sb3": 80 * scale,
         "steps_per_s_limit": 110 * scale,
@@ -82,6 +119,8 @@ def test_repeats_combine_into_median_min_and_max():
     assert "median (min–max) of 3 repeats" in table
     assert "| `throughput_ratio_plain_vs_sb3` | 3.000 (2.000–6.000) | >= 1.3 | yes (3/3) |" in table
     assert "| `eval_share` | 9.000 (6.000–18.000) | <= 0.15 | **no** (0/3) |" in table
+    assert combined["spread"]["throughput_ratio_plain_vs_plain"] == {"min": 1.0, "median": 1.5, "max": 3.0}
+    assert "ran at 1.500 (1.000–3.000) times the first one's speed" in table
 
 
 def test_bench_repeat_runs_the_whole_measurement_n_times(tmp_path, capsys, monkeypatch):
