@@ -8,7 +8,7 @@ full 18 actions and the same ale-py vector environment (so preprocessing is iden
   that its updates are the same as stock DQN's;
 * ``ewc_rl + EWC``: the same with an EWC penalty holding 10 anchors;
 * ``ewc_rl`` again, as a second learner (an A/A control: its ratio to the first would be 1 on a steady machine, so
-  its distance from 1 is the resolution of this run's ratios);
+  its distance from 1 is a lower bound on the noise of this run's ratios);
 * ``sb3``: stock stable-baselines3 ``DQN`` on one environment, exactly as it ships (torch's default Adam);
 * ``limit``: a bare torch loop doing only the same work: batched greedy actions, environment steps, and
   the same update (with the fastest optimiser implementation) on minibatches from a plain tensor ring;
@@ -91,8 +91,9 @@ class BenchSizes:
     def of(cls, mode: str) -> BenchSizes:
         return {
             "tiny": cls(100, 20, 64, 64, 300, 32, 1, 2),
-            # Two (full: four) rotations of the nine learners' order, in rounds of about a second and a half each:
-            # three rounds of 1,000 steps left ratios of one quick bench ±0.05–0.1 apart from repeat to repeat.
+            # Two (full: four) rotations of the nine learners' order; a learner's chunk takes about a second (full:
+            # two), so that a drift of the machine's speed falls on all of them alike: three rounds of 1,000 steps
+            # left ratios of one quick bench ±0.05–0.1 apart from repeat to repeat on a drifting machine.
             "quick": cls(1_000, 200, 3_000, 1_500, 10_000, 640, 4, 18),
             "full": cls(5_000, 400, 12_000, 6_000, 50_000, 3_200, 10, 36),
         }[mode]
@@ -494,7 +495,7 @@ def combine(results: list[dict[str, Any]]) -> dict[str, Any]:
             "median": statistics.median(r[key] for r in results),
             "max": max(r[key] for r in results),
         }
-        for key in (*TARGETS, *CONTROLS)
+        for key in (*TARGETS, *(k for k in CONTROLS if all(k in r for r in results)))
     }
     raws = [r["raw"] for r in results]
     raw: dict[str, Any] = {}
@@ -544,8 +545,9 @@ def to_markdown(result: dict[str, Any]) -> str:
         lines += [
             "",
             f"A/A control: a second, identical ewc_rl learner, timed in the same rounds, ran at {shown_control} "
-            "times the first one's speed. A ratio closer to its target than this control is to 1 is not decided "
-            "by this measurement.",
+            "times the first one's speed. It pairs neighbouring chunks of the same work, so it is a lower bound on "
+            "the other ratios' noise: a ratio closer to its target than this control is to 1 is not decided by this "
+            "measurement, and --repeat shows how far the others move.",
         ]
     if spread:
         lines += [
@@ -580,4 +582,4 @@ def to_markdown(result: dict[str, Any]) -> str:
 
 
 def finite(result: dict[str, Any]) -> bool:
-    return all(math.isfinite(result[k]) and result[k] > 0 for k in TARGETS)
+    return all(math.isfinite(result[k]) and result[k] > 0 for k in (*TARGETS, *CONTROLS) if k in result)

@@ -26,6 +26,20 @@ def test_bench_runs_at_tiny_sizes_and_writes_every_key(tmp_path, capsys):
     assert f"A/A control: a second, identical ewc_rl learner, timed in the same rounds, ran at {control:.3f}" in table
 
 
+def test_a_non_finite_control_is_not_a_finite_result():
+    result = _fake_result(1.0)
+    assert bench.finite(result)
+    result["throughput_ratio_plain_vs_plain"] = float("nan")
+    assert not bench.finite(result)
+
+
+def test_repeats_without_the_control_still_combine():
+    old = [{k: v for k, v in _fake_result(s).items() if k not in bench.CONTROLS} for s in (1.0, 2.0, 3.0)]
+    combined = bench.combine(old)
+    assert "throughput_ratio_plain_vs_plain" not in combined["spread"]
+    assert combined["spread"]["eval_share"]["median"] == 2.0 * (list(bench.TARGETS).index("eval_share") + 1)
+
+
 class _Clocked(bench._Learner):
     """A learner whose chunks take the seconds it is given, one after the other, recording when it ran."""
 
@@ -44,17 +58,21 @@ def test_learners_take_turns_in_rotating_order_and_rates_are_total_steps_over_to
     sizes = bench.BenchSizes.of("quick")
     log: list[str] = []
     names = ["a", "b", "c"]
-    seconds = {"a": [1.0] * sizes.rounds, "b": [2.0] * sizes.rounds, "c": [1.0, 3.0] * (sizes.rounds // 2)}
+    seconds = {
+        "a": [1.0] * sizes.rounds,
+        "b": [2.0] * sizes.rounds,
+        "c": [(1.0, 3.0)[r % 2] for r in range(sizes.rounds)],
+    }
     learners = {n: _Clocked(n, seconds[n], log) for n in names}
     steps = {"a": 1800, "b": 1800, "c": 900}
     out = bench._throughput(learners, steps, sizes, bar=type("Bar", (), {"set_description": lambda *a: None})())
     turns = [log[i : i + 3] for i in range(0, len(log), 3)]
     assert len(turns) == sizes.rounds and all(sorted(t) == names for t in turns)
-    assert [t[0] for t in turns] == [names[r % 3] for r in range(sizes.rounds)]  # each learner starts rounds in turn
+    assert turns == [names[r % 3 :] + names[: r % 3] for r in range(sizes.rounds)]  # the order rotates by one
     per_round = {n: steps[n] // sizes.rounds for n in names}
     assert out["a"]["steps_per_s"] == pytest.approx(per_round["a"] / 1.0)
     assert out["b"]["steps_per_s"] == pytest.approx(per_round["b"] / 2.0)
-    assert out["c"]["steps_per_s"] == pytest.approx(per_round["c"] * sizes.rounds / (2.0 * sizes.rounds))
+    assert out["c"]["steps_per_s"] == pytest.approx(per_round["c"] * sizes.rounds / sum(seconds["c"]))
     assert (out["c"]["round_min"], out["c"]["round_max"]) == pytest.approx((per_round["c"] / 3, per_round["c"]))
 
 
