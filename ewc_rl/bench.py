@@ -261,6 +261,17 @@ class _Limit(_Learner):
         self.env.close()
 
 
+def _control_apart(learners: dict[str, _Learner]) -> dict[str, _Learner]:
+    """The learners in timing order, the A/A control half a round away from the plain learner it copies.
+
+    The rounds rotate one order, so neighbours stay neighbours: beside the plain learner the control would pair the
+    closest chunks of all and understate the noise of ratios between learners further apart in the round.
+    """
+    names = [name for name in learners if name != "plain2"]
+    names.insert(names.index("plain") + len(learners) // 2, "plain2")
+    return {name: learners[name] for name in names}
+
+
 def _throughput(
     learners: dict[str, _Learner], steps: dict[str, int], sizes: BenchSizes, bar: Any
 ) -> dict[str, dict[str, Any]]:
@@ -402,6 +413,7 @@ def run(
         method_cfg = _bench_config(agent, sizes, [*(overrides or []), *settings])
         learners[name] = _AfterAGame(_ours(method_cfg, game, sizes, anchors=0), sizes.warmup)
         steps[name] = sizes.steps
+    learners = _control_apart(learners)
     bar = tqdm(
         ["throughput", "frame replay", "Fisher", "evaluation"], disable=not progress, unit="part", dynamic_ncols=True
     )

@@ -54,6 +54,14 @@ class _Clocked(bench._Learner):
         return steps, next(self.seconds)
 
 
+def test_the_control_runs_half_a_round_away_from_the_learner_it_copies():
+    names = ["plain", "plain2", "ewc10", "sb3", "limit", *bench.METHODS]
+    order = list(bench._control_apart(dict.fromkeys(names, bench._Learner())))
+    assert sorted(order) == sorted(names) and order[0] == "plain"
+    gap = order.index("plain2") - order.index("plain")
+    assert min(gap, len(order) - gap) == len(order) // 2  # as far as a rotating order allows, either way round
+
+
 def test_learners_take_turns_in_rotating_order_and_rates_are_total_steps_over_total_time():
     sizes = bench.BenchSizes.of("quick")
     log: list[str] = []
