@@ -557,9 +557,9 @@ def to_markdown(result: dict[str, Any]) -> str:
         lines += [
             "",
             f"A/A control: a second, identical ewc_rl learner, timed in the same rounds, ran at {shown_control} "
-            "times the first one's speed. It pairs neighbouring chunks of the same work, so it is a lower bound on "
-            "the other ratios' noise: a ratio closer to its target than this control is to 1 is not decided by this "
-            "measurement, and --repeat shows how far the others move.",
+            "times the first one's speed, half a round later each round. It times the same work, so it is a lower "
+            "bound on the other ratios' noise: a ratio closer to its target than this control is to 1 is not decided "
+            "by this measurement, and --repeat shows how far the others move.",
         ]
     if spread:
         lines += [
