@@ -402,18 +402,11 @@ def run(
         "sb3": _sb3(cfg, game, sizes),
         "limit": _Limit(cfg, game, sizes),
     }
-    steps = {
-        "plain": sizes.steps,
-        "plain2": sizes.steps,
-        "ewc10": sizes.steps,
-        "sb3": sizes.sb3_steps,
-        "limit": sizes.steps,
-    }
     for name, settings in METHODS.items():
         method_cfg = _bench_config(agent, sizes, [*(overrides or []), *settings])
         learners[name] = _AfterAGame(_ours(method_cfg, game, sizes, anchors=0), sizes.warmup)
-        steps[name] = sizes.steps
     learners = _control_apart(learners)
+    steps = dict.fromkeys(learners, sizes.steps) | {"sb3": sizes.sb3_steps}
     bar = tqdm(
         ["throughput", "frame replay", "Fisher", "evaluation"], disable=not progress, unit="part", dynamic_ncols=True
     )

@@ -418,8 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
         "DQN with and without an EWC penalty of 10 anchors, with each continual method, and a second time as "
         "an A/A control (its distance from 1: a lower bound on the noise of the run's ratios), stock "
         "stable-baselines3 DQN, and a bare torch loop, timed in interleaved rounds; the frame replay's bytes per "
-        "transition; the "
-        "per-sample Fisher's speed; the evaluation's share of wall time. Prints a markdown table "
+        "transition; the per-sample Fisher's speed; the evaluation's share of wall time. Prints a markdown table "
         "(docs/performance.md).",
     )
     bench.add_argument(
